@@ -1,0 +1,44 @@
+# make demo : build .venv from nothing, then run the whole workflow on the example data, offline
+# make test : build .venv from nothing (with the Claude Code CLI from npm), run the whole suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_WS ?= demo-workspace
+NPM_PREFIX := $(CURDIR)/.tools/npm
+CLAUDE := $(NPM_PREFIX)/node_modules/.bin/claude
+
+.PHONY: demo test lint bench clean venv claude
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[ml,dev]'
+	touch $@
+
+# the real Claude Code CLI, installed into the project's own folder for the runner tests
+claude: $(CLAUDE)
+
+$(CLAUDE):
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p $(NPM_PREFIX) && npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @anthropic-ai/claude-code; \
+	else echo "npm not found: the claude runner tests will be skipped"; fi
+
+demo: venv
+	$(BIN)/python examples/churn/generate.py --check
+	$(BIN)/mlpipe run "predict customer churn from real-time predictions via API, retraining weekly" \
+	  --data examples/churn/customers.csv --workspace $(DEMO_WS) --runner builtin
+
+test: venv
+	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python bench/startup.py
+
+clean:
+	rm -rf $(VENV) .tools $(DEMO_WS) .pytest_cache

@@ -1,0 +1,3 @@
+from mlpipe_flow.cli import main
+
+main()

@@ -1,0 +1,219 @@
+"""The `mlpipe` command line. Imports nothing heavy at start-up: each command imports what
+it needs when it runs (a test checks that --help, phases and gate stay light)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from mlpipe_flow.errors import MlpipeError
+
+
+class _Group(TyperGroup):
+    """Expected errors become one line on stderr and their exit code (2 usage/config, 1 failed
+    run); Typer itself maps Ctrl-C to 130. Any other exception is a bug: its traceback shows."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MlpipeError as e:
+            typer.echo(f"mlpipe: error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="mlpipe",
+    help="Build a production ML pipeline phase by phase; agents do the work, executable "
+    "quality gates decide when a phase is done.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Folder the ML project is built in.")]
+WorkflowOpt = Annotated[
+    Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
+    typer.Option("--workflow", help="Workflow folder (phases/, prompts/, gates/); default: the built-in one."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _workflow(path: Path | None) -> Any:
+    from mlpipe_flow.workflow import load_workflow
+
+    return load_workflow(path)
+
+
+@app.command()
+def run(
+    problem: Annotated[str, typer.Argument(help='The ML problem, e.g. "predict customer churn".')],
+    data: Annotated[Optional[str], typer.Option(help="A CSV/Parquet file or a database URL.")] = None,  # noqa: UP045
+    target: Annotated[Optional[str], typer.Option(help="The column to predict.")] = None,  # noqa: UP045
+    workspace: WorkspaceOpt = Path("."),
+    runner: Annotated[Optional[str], typer.Option(help="builtin, command, claude or anthropic.")] = None,  # noqa: UP045
+    phase: Annotated[Optional[str], typer.Option("--phase", help="Run just this phase (e.g. in a CI job).")] = None,  # noqa: UP045
+    from_phase: Annotated[Optional[str], typer.Option("--from", help="Re-run this phase and every later one.")] = None,  # noqa: UP045
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run; the old state is kept aside.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run a phase whose prerequisites have not passed.")] = False,
+    max_attempts: Annotated[Optional[int], typer.Option(help="Attempts per phase (overrides the phase's).", min=1)] = None,  # noqa: UP045
+    model: Annotated[Optional[str], typer.Option(help="Model name for LLM runners.")] = None,  # noqa: UP045
+    json_lines: JsonOpt = False,
+    workflow: WorkflowOpt = None,
+) -> None:
+    """Run the workflow: every phase in order, gated; resumes when state exists."""
+    from mlpipe_flow.config import load_config
+    from mlpipe_flow.display import make_display
+    from mlpipe_flow.engine import Engine, RunOptions
+
+    wf = _workflow(workflow)
+    config = load_config(workspace, {"runner": runner, "max_attempts": max_attempts, "model": model})
+    display = make_display(json_lines)
+    opts = RunOptions(problem=problem, workspace=workspace, data=data, target=target, phase=phase,
+                      from_phase=from_phase, fresh=fresh, force=force)
+    try:
+        Engine(wf, config, display, opts).run()
+    finally:
+        display.close()
+
+
+@app.command()
+def gate(
+    phase: Annotated[str, typer.Argument(help="Phase id, e.g. phase3.")],
+    workspace: WorkspaceOpt = Path("."),
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this check (repeatable).")] = None,  # noqa: UP045
+    json_out: JsonOpt = False,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report.")] = None,  # noqa: UP045
+    workflow: WorkflowOpt = None,
+) -> None:
+    """Re-check one phase's gate against the workspace; exit 0 when it passes, 1 when not."""
+    from mlpipe_flow.config import load_config
+    from mlpipe_flow.display import NullDisplay, PlainDisplay
+    from mlpipe_flow.gate import run_gate
+    from mlpipe_flow.reports import gate_json, write_junit
+    from mlpipe_flow.state import StateStore
+
+    wf = _workflow(workflow)
+    ph = wf.phase(phase)
+    ws = workspace.resolve()
+    if not ws.is_dir():
+        from mlpipe_flow.errors import UsageError
+
+        raise UsageError(f"workspace {workspace} does not exist")
+    config = load_config(ws)
+    state = StateStore(ws).load()
+    data: dict[str, Any] = {"target": state.target if state else None}
+    if state and state.data:
+        data.update(state.data.model_dump())
+    display = NullDisplay() if json_out else PlainDisplay()
+    report = run_gate(ph, wf.gates[ph.gate], ws, only=only, display=display, data=data,
+                      python=config.python)
+    if junit:
+        write_junit(report, junit)
+    if json_out:
+        import json
+
+        print(json.dumps(gate_json(report), indent=2))
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def phases(json_out: JsonOpt = False, workflow: WorkflowOpt = None) -> None:
+    """List the workflow's phases."""
+    wf = _workflow(workflow)
+    rows = [{"id": p.id, "name": p.name, "progress_start": p.progress_start,
+             "progress_end": p.progress_end, "agent": p.agent, "gate": p.gate,
+             "token_estimate": p.token_estimate, "max_attempts": p.max_attempts} for p in wf.phases]
+    if json_out:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['id']:<8} {r['progress_start']:>3}-{r['progress_end']:<3}% {r['name']:<22} "
+              f"agent={r['agent']:<25} gate={r['gate']}")
+
+
+@app.command()
+def render(
+    phase: Annotated[str, typer.Argument(help="Phase id.")],
+    problem: Annotated[str, typer.Argument(help="The ML problem.")],
+    data: Annotated[Optional[str], typer.Option(help="A CSV/Parquet file or a database URL.")] = None,  # noqa: UP045
+    target: Annotated[Optional[str], typer.Option(help="The column to predict.")] = None,  # noqa: UP045
+    workspace: WorkspaceOpt = Path("."),
+    workflow: WorkflowOpt = None,
+) -> None:
+    """Print the prompt a phase would send, without running anything."""
+    from mlpipe_flow.config import load_config
+    from mlpipe_flow.display import NullDisplay
+    from mlpipe_flow.engine import Engine, RunOptions
+    from mlpipe_flow.state import DataRef, RunState, StateStore
+
+    wf = _workflow(workflow)
+    ph = wf.phase(phase)
+    ws = workspace.resolve()
+    engine = Engine(wf, load_config(ws) if ws.is_dir() else load_config(Path("/nonexistent")),
+                    NullDisplay(), RunOptions(problem=problem, workspace=ws, data=data, target=target))
+    state = StateStore(ws).load() if ws.is_dir() else None
+    if state is None or state.problem != problem:
+        state = RunState(run_id="(render)", problem=problem, target=target, runner="-",
+                         workflow=str(wf.root), phases=[])
+    if data:
+        from mlpipe_flow.data import check_data, is_url, mask_url
+
+        check_data(data)
+        state.data = DataRef(kind="url" if is_url(data) else "file",
+                             source=mask_url(data) if is_url(data) else data)
+    if target:
+        state.target = target
+    engine.state = state
+    sys.stdout.write(engine.render_prompt(ph, None))
+
+
+@app.command()
+def status(workspace: WorkspaceOpt = Path("."), json_out: JsonOpt = False,
+           workflow: WorkflowOpt = None) -> None:
+    """Show the workspace's run: progress, phases, tokens, cost, and where settings came from."""
+    from mlpipe_flow.config import load_config
+    from mlpipe_flow.reports import status_json, status_text
+    from mlpipe_flow.state import StateStore
+
+    ws = workspace.resolve()
+    state = StateStore(ws).load() if ws.is_dir() else None
+    config = load_config(ws)
+    if json_out:
+        import json
+
+        print(json.dumps(status_json(state, config), indent=2))
+        return
+    print(status_text(state, config, _workflow(workflow), ws))
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Where to write the workflow copy.")]) -> None:
+    """Copy the built-in workflow out for editing; use it with --workflow DIR."""
+    import shutil
+
+    from mlpipe_flow.errors import UsageError
+    from mlpipe_flow.workflow import default_workflow_dir
+
+    src = default_workflow_dir()
+    existing = [d for d in ("phases", "prompts", "gates") if (directory / d).exists()]
+    if existing:
+        raise UsageError(f"{directory} already has {', '.join(existing)}/; choose an empty folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for d in ("phases", "prompts", "gates"):
+            shutil.copytree(src / d, directory / d)
+    except OSError as e:
+        raise UsageError(f"cannot write {directory}: {e.strerror}") from None
+    print(f"wrote {directory}/phases, prompts, gates; run with --workflow {directory}")
+
+
+def main() -> None:
+    app()

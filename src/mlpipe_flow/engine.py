@@ -1,0 +1,364 @@
+"""The engine: one loop over phases — render, dispatch, gate, record, advance.
+
+Read `Engine.run` top to bottom; everything else (runners, checks, display, state) hangs
+off it behind small interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpipe_flow import data as data_mod
+from mlpipe_flow.config import Config
+from mlpipe_flow.display import Display
+from mlpipe_flow.errors import MlpipeError, RunFailed, StateError, UsageError
+from mlpipe_flow.gate import run_gate
+from mlpipe_flow.models import GateReport, Phase
+from mlpipe_flow.runners import AgentResult, AgentTask, Runner, make_runner
+from mlpipe_flow.state import (
+    PhaseRecord,
+    RunState,
+    StateStore,
+    atomic_write,
+    hash_outputs,
+    new_run_id,
+    now,
+    workspace_lock,
+)
+from mlpipe_flow.templating import render
+from mlpipe_flow.workflow import Workflow
+
+REPAIR_TEMPLATE = "repair.j2"
+SUMMARY_TEMPLATE = "summary.j2"
+
+
+@dataclass
+class RunOptions:
+    problem: str
+    workspace: Path
+    data: str | None = None
+    target: str | None = None
+    phase: str | None = None  # run just this phase
+    from_phase: str | None = None  # re-run this phase and every later one
+    fresh: bool = False
+    force: bool = False  # run a phase whose prerequisites have not passed
+
+
+def ensure_writable(workspace: Path) -> None:
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / ".mlpipe").mkdir(exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=workspace / ".mlpipe", prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"workspace {workspace} cannot be written ({e.strerror}); "
+                         "choose another --workspace") from None
+
+
+class Engine:
+    def __init__(self, workflow: Workflow, config: Config, display: Display, opts: RunOptions) -> None:
+        self.wf = workflow
+        self.config = config
+        self.display = display
+        self.opts = opts
+        self.ws = opts.workspace.resolve()
+        self.store = StateStore(self.ws)
+        self.state: RunState | None = None
+        self.runner: Runner | None = None
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> RunState:
+        if self.opts.data:
+            data_mod.check_data(self.opts.data)
+        selected = self.select_phases()
+        ensure_writable(self.ws)
+        self.runner = make_runner(self.config.runner, self.config)
+        with workspace_lock(self.ws):
+            state = self.state = self.load_or_create_state()
+            self.check_prerequisites(selected)
+            for phase in selected:  # a bad template fails here, before anything is spent
+                self.render_prompt(phase, None)
+            self.display.emit("run_started", run_id=state.run_id, problem=state.problem,
+                              workspace=str(self.ws), runner=self.config.runner,
+                              resumed=any(p.attempts for p in state.phases), progress=state.progress,
+                              phases=[p.id for p in selected])
+            if self.opts.data:
+                state.data = data_mod.stage(self.ws, self.opts.data)
+                self.display.emit("data_staged", source=state.data.source,
+                                  dest=state.data.staged or "(database URL)")
+            state.status = "running"
+            self.store.save(state)
+            explicit = self.opts.phase is not None or self.opts.from_phase is not None
+            try:
+                for phase in selected:
+                    rec = state.phase(phase.id)
+                    if rec.status == "passed" and not explicit and self.still_passes(phase, rec):
+                        self.advance()
+                        self.display.emit("phase_skipped", phase=phase.id, reason="passed, outputs "
+                                          "unchanged, gate still passes", progress=state.progress)
+                        continue
+                    if not self.run_phase(phase, rec):
+                        state.status = "failed"
+                        self.store.save(state)
+                        self.finish()
+                        raise RunFailed(f"{phase.id} ({phase.name}) did not pass its gate: "
+                                        f"{rec.reason}")
+            except KeyboardInterrupt:
+                for rec in state.phases:
+                    if rec.status == "running":
+                        rec.status, rec.reason = "interrupted", "interrupted (Ctrl-C)"
+                state.status = "interrupted"
+                self.store.save(state)
+                raise
+            state.status = "passed" if state.progress == 100 or explicit else "running"
+            if all(state.phase(p.id).status == "passed" for p in self.wf.phases):
+                state.status = "passed"
+            self.store.save(state)
+            self.finish()
+            return state
+
+    def run_phase(self, phase: Phase, rec: PhaseRecord) -> bool:
+        assert self.state is not None and self.runner is not None
+        max_attempts = self.config.max_attempts or phase.max_attempts
+        rec.status, rec.attempts, rec.reason, rec.failing_checks = "running", 0, "", []
+        rec.started_at, rec.finished_at = now(), None
+        self.store.save(self.state)
+        self.display.emit("phase_started", phase=phase.id, name=phase.name,
+                          progress_start=phase.progress_start, progress_end=phase.progress_end,
+                          max_attempts=max_attempts)
+        report: GateReport | None = None
+        previous: list[tuple[str, str, str]] | None = None
+        for attempt in range(1, max_attempts + 1):
+            prompt = self.render_prompt(phase, report, attempt, max_attempts)
+            run_dir = self.next_run_dir(phase.id)
+            (run_dir / "prompt.md").write_text(prompt, encoding="utf-8")
+            task = self.make_task(phase, prompt, run_dir, attempt, repair=report is not None)
+            self.display.emit("attempt_started", phase=phase.id, attempt=attempt,
+                              max_attempts=max_attempts, repair=report is not None,
+                              runner=self.runner.name, run_dir=str(run_dir))
+            try:
+                result = self.runner.run(task, self.display)
+            except MlpipeError as e:  # the runner cannot go on (bad data, missing CLI, ...)
+                rec.status, rec.reason, rec.finished_at = "failed", str(e), now()
+                self.store.save(self.state)
+                raise
+            self.account(rec, result, run_dir)
+            rec.attempts = attempt
+            self.store.save(self.state)
+            report = run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
+                              data=self.gate_data(), python=self.config.python)
+            atomic_write(run_dir / "gate.json", report.model_dump_json(indent=2))
+            if report.passed:
+                rec.status, rec.finished_at = "passed", now()
+                rec.output_hashes = hash_outputs(self.ws, phase.expected_outputs)
+                self.advance()
+                self.store.save(self.state)
+                self.display.emit("phase_passed", phase=phase.id, progress=self.state.progress,
+                                  attempts=attempt)
+                return True
+            rec.failing_checks = [c.id for c in report.failures]
+            rec.reason = "; ".join(f"{c.id}: {c.message}" for c in report.failures)[:500]
+            if previous is not None and report.signature() == previous:
+                rec.status = "stalled"
+                rec.reason = f"stalled: the same checks failed with the same evidence twice ({rec.reason})"
+                break
+            previous = report.signature()
+            self.store.save(self.state)
+        else:
+            rec.status = "failed"
+            rec.reason = f"failed after {max_attempts} attempt(s): {rec.reason}"
+        rec.finished_at = now()
+        self.store.save(self.state)
+        self.display.emit("phase_failed", phase=phase.id, reason=rec.reason,
+                          failing=rec.failing_checks)
+        return False
+
+    # -- selection and prerequisites --------------------------------------------------
+    def select_phases(self) -> list[Phase]:
+        if self.opts.phase and self.opts.from_phase:
+            raise UsageError("give either --phase or --from, not both")
+        if self.opts.phase:
+            return [self.wf.phase(self.opts.phase)]
+        if self.opts.from_phase:
+            return self.wf.phases[self.wf.index(self.opts.from_phase):]
+        return list(self.wf.phases)
+
+    def check_prerequisites(self, selected: list[Phase]) -> None:
+        assert self.state is not None
+        if self.opts.force or not selected:
+            return
+        first = selected[0]
+        names = {p.id for p in selected}
+        for req in self.wf.requirements(first):
+            status = self.state.phase(req).status
+            if req not in names and status != "passed":
+                raise UsageError(f"{first.id} needs {req} to pass first ({req} is {status}); "
+                                 f"run `mlpipe run` without --phase/--from, or pass --force")
+
+    def still_passes(self, phase: Phase, rec: PhaseRecord) -> bool:
+        if hash_outputs(self.ws, phase.expected_outputs) != rec.output_hashes:
+            self.display.emit("warning", message=f"{phase.id}: outputs changed since it passed; "
+                              "running it again")
+            return False
+        report = run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
+                          data=self.gate_data(), python=self.config.python)
+        if not report.passed:
+            self.display.emit("warning", message=f"{phase.id}: its gate no longer passes; "
+                              "running it again")
+        return report.passed
+
+    # -- state ------------------------------------------------------------------------
+    def load_or_create_state(self) -> RunState:
+        if self.opts.fresh:
+            if self.store.exists():
+                self.store.set_aside()
+            state = None
+        else:
+            state = self.store.load()  # a corrupt file is reported, never silently reset
+        if state is not None:
+            if state.problem != self.opts.problem:
+                raise StateError(f"workspace {self.ws} holds a run for a different problem "
+                                 f"({state.problem!r}); pass the same problem to resume, or --fresh "
+                                 "to start over")
+            state.runner = self.config.runner
+            if self.opts.target:
+                state.target = self.opts.target
+            return state
+        return RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
+                        runner=self.config.runner, model=self.config.model,
+                        workflow=str(self.wf.root), phases=[])
+
+    def advance(self) -> None:
+        """Progress is the end of the last phase in the unbroken run of passed phases."""
+        assert self.state is not None
+        progress = 0
+        for p in self.wf.phases:
+            if self.state.phase(p.id).status != "passed":
+                break
+            progress = p.progress_end
+        self.state.progress = progress
+
+    def account(self, rec: PhaseRecord, result: AgentResult, run_dir: Path) -> None:
+        rec.tokens_in += result.tokens_in
+        rec.tokens_out += result.tokens_out
+        rec.cache_read_tokens += result.cache_read_tokens
+        rec.cache_write_tokens += result.cache_write_tokens
+        rec.cost_usd = round(rec.cost_usd + result.cost_usd, 6)
+        rec.duration_s = round(rec.duration_s + result.duration_s, 3)
+        atomic_write(run_dir / "result.json", json.dumps(result.__dict__, indent=2))
+        self.display.emit("agent_finished", phase=rec.id, status=result.status,
+                          message=result.message, tokens_in=result.tokens_in,
+                          tokens_out=result.tokens_out, cost_usd=result.cost_usd,
+                          duration_s=result.duration_s)
+
+    def next_run_dir(self, phase_id: str) -> Path:
+        assert self.state is not None
+        base = self.store.dir / "runs" / self.state.run_id / phase_id
+        n = len(list(base.glob("attempt-*"))) + 1 if base.is_dir() else 1
+        return self.store.run_dir(self.state.run_id, phase_id, n)
+
+    # -- prompts ----------------------------------------------------------------------
+    def render_prompt(self, phase: Phase, report: GateReport | None, attempt: int = 1,
+                      max_attempts: int = 1) -> str:
+        context = self.prompt_context(phase)
+        if report is not None:
+            context["repair"] = {
+                "attempt": attempt, "max_attempts": max_attempts,
+                "failures": [c.model_dump() for c in report.failures],
+            }
+        template = REPAIR_TEMPLATE if report is not None else phase.prompt
+        text = render(self.wf.root / "prompts", template, context)
+        return data_mod.mask_secrets(text, data_mod.data_url(self.ws))
+
+    def prompt_context(self, phase: Phase) -> dict[str, Any]:
+        assert self.state is not None
+        import yaml
+
+        spec_path = self.ws / "ml-spec.yaml"
+        spec_text = spec_path.read_text(encoding="utf-8", errors="replace") if spec_path.is_file() else None
+        try:
+            spec = yaml.safe_load(spec_text) if spec_text else None
+        except yaml.YAMLError:
+            spec = None
+        prior = []
+        for p in self.wf.phases:
+            if p.id == phase.id:
+                break
+            files = [o.path for o in p.expected_outputs if (self.ws / o.path.rstrip("/")).exists()]
+            if files:
+                prior.append({"phase": p.id, "name": p.name, "files": files})
+        d = self.state.data
+        return {
+            "problem": self.state.problem,
+            "data": ({"kind": d.kind, "source": d.source, "path": d.staged} if d else None),
+            "target": self.state.target,
+            "spec": spec if isinstance(spec, dict) else None,
+            "spec_text": spec_text,
+            "phase": phase,
+            "contract": [o.model_dump() for o in phase.expected_outputs],
+            "checks": [{"id": c.id, "name": c.name} for c in self.wf.gates[phase.gate].checks],
+            "prior_outputs": prior,
+            "patterns": [],
+            "repair": None,
+            "data_preview": self.data_preview(),
+            "workspace": str(self.ws),
+        }
+
+    def data_preview(self, lines: int = 6) -> str | None:
+        assert self.state is not None
+        d = self.state.data
+        if d is None or d.staged is None or not d.staged.endswith((".csv", ".tsv", ".txt")):
+            return None
+        try:
+            with (self.ws / d.staged).open(encoding="utf-8", errors="replace") as f:
+                return "".join(line[:500] for _, line in zip(range(lines), f)).rstrip("\n")
+        except OSError:
+            return None
+
+    def make_task(self, phase: Phase, prompt: str, run_dir: Path, attempt: int, repair: bool) -> AgentTask:
+        assert self.state is not None
+        d = self.state.data
+        return AgentTask(
+            phase=phase.id, attempt=attempt, prompt=prompt, role=phase.agent,
+            role_prompt=self.wf.roles[phase.agent], workspace=self.ws, run_dir=run_dir,
+            timeout_s=self.config.timeout_s or phase.timeout_s,
+            idle_timeout_s=self.config.idle_timeout_s or phase.idle_timeout_s,
+            max_turns=phase.max_turns, allowed_tools=list(phase.allowed_tools),
+            budget_usd=phase.budget_usd, model=self.config.model, repair=repair,
+            context={"problem": self.state.problem, "target": self.state.target,
+                     "data": d.model_dump() if d else None, "run_id": self.state.run_id},
+        )
+
+    def gate_data(self) -> dict[str, Any]:
+        assert self.state is not None
+        d = self.state.data
+        return {"target": self.state.target, **(d.model_dump() if d else {})}
+
+    # -- the end ----------------------------------------------------------------------
+    def finish(self) -> None:
+        assert self.state is not None
+        text = summary_text(self.wf, self.state, self.ws)
+        self.display.emit("run_finished", run_id=self.state.run_id, status=self.state.status,
+                          progress=self.state.progress, cost_usd=round(self.state.cost_usd, 6),
+                          summary=text)
+
+
+def summary_text(wf: Workflow, state: RunState, workspace: Path) -> str:
+    phases = []
+    for p in wf.phases:
+        rec = state.phase(p.id)
+        phases.append({"id": p.id, "name": p.name, "status": rec.status, "attempts": rec.attempts,
+                       "tokens_in": rec.tokens_in, "tokens_out": rec.tokens_out,
+                       "cost_usd": rec.cost_usd})
+    return render(wf.root / "prompts", SUMMARY_TEMPLATE, {
+        "problem": state.problem, "run_id": state.run_id, "workspace": str(workspace),
+        "progress": state.progress, "phases": phases,
+        "total_cost_usd": round(state.cost_usd, 6),
+        "total_tokens": sum(p["tokens_in"] + p["tokens_out"] for p in phases),
+    })

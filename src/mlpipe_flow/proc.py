@@ -1,0 +1,186 @@
+"""The one place mlpipe starts subprocesses.
+
+Every child gets stdin closed (or fed and then closed), its own process group, a wall-clock
+limit and an optional no-output watchdog; on timeout or Ctrl-C the whole group is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SECRET_NAME = re.compile(
+    r"(API_?KEY|TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|AUTH|COOKIE|SESSION_KEY"
+    r"|DATABASE_URL|_DSN$|^AWS_|^ANTHROPIC_|^OPENAI_|^GOOGLE_APPLICATION|^AZURE_|^GH_|^GITHUB_|^HF_"
+    r"|^MLPIPE_DATA_URL$)",
+    re.IGNORECASE,
+)
+
+
+def scrubbed_env(
+    keep: Iterable[str] = (), extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment minus anything that looks like a secret (names in `keep` survive)."""
+    kept = set(keep)
+    env = {k: v for k, v in (base or os.environ).items() if k in kept or not SECRET_NAME.search(k)}
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class ProcResult:
+    argv: list[str]
+    returncode: int | None
+    output: str
+    duration_s: float
+    timed_out: bool = False
+    idle_killed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.idle_killed
+
+    def describe(self) -> str:
+        if self.timed_out:
+            return f"killed after the {self.duration_s:.0f}s wall-clock limit"
+        if self.idle_killed:
+            return "killed: no output for too long (watchdog)"
+        return f"exit status {self.returncode}"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL whatever is left."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=wait)
+            # the leader is gone; make sure no straggler of the group survives it
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(
+    argv: list[str],
+    *,
+    cwd: Path,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    idle_timeout_s: float | None = None,
+    transcript: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+    stdin_text: str | None = None,
+    tail_lines: int = 400,
+) -> ProcResult:
+    """Run argv to completion under the limits; stdout and stderr are merged, line by line."""
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    except FileNotFoundError:
+        return ProcResult(argv, 127, f"{argv[0]}: command not found", 0.0)
+    except PermissionError as e:
+        return ProcResult(argv, 126, f"{argv[0]}: {e.strerror}", 0.0)
+
+    tail: deque[str] = deque(maxlen=tail_lines)
+    last_output = [time.monotonic()]
+    sink = transcript.open("ab") if transcript is not None else None
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            last_output[0] = time.monotonic()
+            if sink is not None:
+                sink.write(raw)
+                sink.flush()
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            tail.append(line)
+            if on_line is not None:
+                try:
+                    on_line(line)
+                except Exception:  # noqa: BLE001 - a display bug must not kill the agent
+                    pass
+
+    def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write((stdin_text or "").encode())
+        except BrokenPipeError:
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if stdin_text is not None:
+        threading.Thread(target=feed, daemon=True).start()
+
+    timed_out = idle = False
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if now - started > timeout_s:
+                timed_out = True
+            elif idle_timeout_s is not None and now - last_output[0] > idle_timeout_s:
+                idle = True
+            if timed_out or idle:
+                kill_group(proc)
+                break
+            time.sleep(0.05)
+    except BaseException:
+        kill_group(proc, grace_s=1.0)
+        raise
+    finally:
+        # the leader is gone; no member of its group (a daemon it started) outlives it
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        reader.join(timeout=5)
+        if sink is not None:
+            sink.close()
+    return ProcResult(
+        argv=argv,
+        returncode=proc.returncode,
+        output="\n".join(tail),
+        duration_s=time.monotonic() - started,
+        timed_out=timed_out,
+        idle_killed=idle,
+    )

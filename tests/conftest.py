@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+REPO = HERE.parent
+SHARED = REPO.parent / "shared" / "datasets"
+FAKE_AGENT = HERE / "fake_agent.py"
+
+
+def mlpipe(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a real subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("MLPIPE_RUNNER", None)
+    return subprocess.run([sys.executable, "-m", "mlpipe_flow", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def use_fake_agent(workspace: Path, **extra: str) -> None:
+    workspace.mkdir(parents=True, exist_ok=True)
+    lines = ["runner: command", f"command: '{sys.executable} {FAKE_AGENT} {{task_file}}'"]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    (workspace / "mlpipe.yaml").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    w = tmp_path / "ws"
+    use_fake_agent(w)
+    return w
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Path:
+    p = tmp_path / "customers.csv"
+    p.write_text("customerID,tenure,Churn\nA1,3,Yes\nA2,40,No\nA3,12,No\n")
+    return p
