@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,3 +185,59 @@ def run(
         timed_out=timed_out,
         idle_killed=idle,
     )
+
+
+@dataclass
+class Server:
+    """A long-running child started by `start_server`: its Popen and the log it writes to."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        return [ln for ln in text.splitlines() if ln.strip()][-lines:]
+
+
+@contextmanager
+def start_server(
+    argv: list[str], *, cwd: Path, log_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """Start a long-running child (a server) in its own process group, stdin closed, output to
+    `log_path`; on leaving the block the whole group is killed, whatever happened inside."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    except OSError:
+        log.close()
+        raise
+    try:
+        yield Server(proc, log_path)
+    finally:
+        kill_group(proc, grace_s=3.0)
+        log.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

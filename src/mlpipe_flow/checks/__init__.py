@@ -14,7 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mlpipe_flow.checks import files, tests
+from mlpipe_flow.checks import (
+    ct_checks,
+    files,
+    manifest_checks,
+    monitoring_checks,
+    security_checks,
+    serving_checks,
+    tests,
+)
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.errors import ConfigError
 from mlpipe_flow.models import CheckResult, CheckSpec, describe_validation_error
@@ -31,6 +39,32 @@ CHECKS: dict[str, CheckKind] = {
     "exists": CheckKind(files.ExistsParams, files.exists, "files or folders exist"),
     "pattern": CheckKind(files.PatternParams, files.pattern, "a regex occurs in files"),
     "pytest": CheckKind(tests.PytestParams, tests.pytest, "a workspace test file passes"),
+    "api_serves": CheckKind(serving_checks.ApiServesParams, serving_checks.api_serves,
+                            "the API starts, /predict agrees with the saved model, bad input 422"),
+    "api_load": CheckKind(serving_checks.ApiLoadParams, serving_checks.api_load,
+                          "the API holds an open-loop load within its latency objective"),
+    "dockerfile": CheckKind(manifest_checks.DockerfileParams, manifest_checks.dockerfile,
+                            "Dockerfile: pinned slim base, non-root user, healthcheck"),
+    "k8s_manifests": CheckKind(manifest_checks.K8sParams, manifest_checks.k8s_manifests,
+                               "Kubernetes manifests: kinds, resources, probes, HPA bounds"),
+    "bandit": CheckKind(security_checks.BanditParams, security_checks.bandit,
+                        "bandit finds no high-severity issue in the generated code"),
+    "secrets": CheckKind(security_checks.SecretsParams, security_checks.secrets,
+                         "no secret-like strings in the workspace"),
+    "metrics_exposed": CheckKind(monitoring_checks.MetricsExposedParams,
+                                 monitoring_checks.metrics_exposed,
+                                 "every metric used by dashboards and alerts is exposed live"),
+    "prometheus_rules": CheckKind(monitoring_checks.PromRulesParams,
+                                  monitoring_checks.prometheus_rules,
+                                  "Prometheus config and rules validate; rule tests pass"),
+    "drift_drill": CheckKind(monitoring_checks.DriftDrillParams, monitoring_checks.drift_drill,
+                             "the drift detector flags an injected shift, quiet on clean data"),
+    "dag_parses": CheckKind(ct_checks.DagParams, ct_checks.dag_parses,
+                            "the retraining DAG parses with a schedule and ordered tasks"),
+    "retrain_drill": CheckKind(ct_checks.RetrainDrillParams, ct_checks.retrain_drill,
+                               "retraining produces a challenger and a recorded decision"),
+    "rollback_drill": CheckKind(ct_checks.RollbackDrillParams, ct_checks.rollback_drill,
+                                "promote, roll back, and the previous version serves again"),
 }
 
 

@@ -1,0 +1,166 @@
+"""Built-in phase 4 (deployment): the serving API, its container, Kubernetes manifests, CI/CD,
+A/B testing, the deployment guide and the API tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlpipe_flow.builtin import BuiltinTask
+from mlpipe_flow.builtin.workspace_io import (
+    copy_templates,
+    feature_types,
+    read_meta,
+    read_spec,
+    render_doc,
+    write_text,
+    write_yaml,
+)
+
+APP = "model-api"
+REQUIREMENTS = ["scikit-learn", "pandas", "joblib", "fastapi", "uvicorn[standard]",
+                "prometheus-client", "pydantic>=2"]
+
+
+def _pinned(names: list[str]) -> list[str]:
+    from importlib import metadata
+
+    out = []
+    for spec in names:
+        base = spec.split("[")[0].split(">")[0]
+        try:
+            out.append(f"{spec.split('>')[0]}=={metadata.version(base)}")
+        except metadata.PackageNotFoundError:
+            out.append(spec)
+    return out
+
+
+def deployment(env: str, replicas: int, cpu: tuple[str, str], mem: tuple[str, str]) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 10,
+             "timeoutSeconds": 2, "failureThreshold": 3}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": APP, "namespace": env, "labels": {"app": APP, "env": env}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": APP}},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {"app": APP, "env": env},
+                             "annotations": {"prometheus.io/scrape": "true",
+                                             "prometheus.io/path": "/metrics",
+                                             "prometheus.io/port": "8000"}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+                    "containers": [{
+                        "name": APP, "image": f"registry.example.com/{APP}:VERSION",
+                        "ports": [{"containerPort": 8000, "name": "http"}],
+                        "resources": {"requests": {"cpu": cpu[0], "memory": mem[0]},
+                                      "limits": {"cpu": cpu[1], "memory": mem[1]}},
+                        "livenessProbe": {**probe, "initialDelaySeconds": 20},
+                        "readinessProbe": {**probe, "initialDelaySeconds": 5},
+                        "securityContext": {"allowPrivilegeEscalation": False,
+                                            "readOnlyRootFilesystem": True},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def service(env: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": APP, "namespace": env, "labels": {"app": APP}},
+            "spec": {"selector": {"app": APP},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8000}]}}
+
+
+def hpa(env: str) -> dict[str, Any]:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": APP, "namespace": env},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": APP},
+                     "minReplicas": 3, "maxReplicas": 10,
+                     "metrics": [{"type": "Resource", "resource": {
+                         "name": "cpu", "target": {"type": "Utilization",
+                                                   "averageUtilization": 70}}}]}}
+
+
+def ci_workflow(python: str) -> str:
+    return f"""name: model-api
+on:
+  push:
+    branches: [main]
+  pull_request:
+  workflow_dispatch:
+
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "{python}"
+      - run: pip install -r deployment/docker/requirements.txt pytest httpx
+      - name: API and A/B tests
+        run: PYTHONPATH=. pytest -q tests/test_api.py ab_testing
+
+  validate-model:
+    needs: test
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "{python}"
+      - run: pip install -r deployment/docker/requirements.txt
+      - name: Re-score the model on the hold-out split
+        run: python deployment/validate_model.py --min-ratio 0.98
+
+  deploy-staging:
+    needs: validate-model
+    if: github.ref == 'refs/heads/main'
+    runs-on: ubuntu-latest
+    environment: staging
+    steps:
+      - uses: actions/checkout@v4
+      - run: docker build -f deployment/docker/Dockerfile -t registry.example.com/model-api:${{{{ github.sha }}}} .
+      - run: kubectl apply -f deployment/k8s/staging/
+
+  deploy-production:
+    needs: deploy-staging
+    runs-on: ubuntu-latest
+    # the "production" environment requires a manual approval (set in the repository settings)
+    environment: production
+    steps:
+      - uses: actions/checkout@v4
+      - run: kubectl apply -f deployment/k8s/production/
+"""
+
+
+def run(task: BuiltinTask) -> None:
+    ws = Path.cwd()
+    spec = read_spec(ws)
+    meta = read_meta(ws)
+    features = list(meta["feature_columns"])
+    types = feature_types(ws, features)
+    copy_templates(ws, ["deployment/__init__.py", "deployment/api", "deployment/docker/Dockerfile",
+                        "deployment/validate_model.py", "ab_testing", "tests/test_api.py"])
+    write_text(ws / "deployment" / "api" / "features.json", json.dumps(types, indent=2) + "\n")
+    write_text(ws / "deployment" / "docker" / "requirements.txt",
+               "\n".join(_pinned(REQUIREMENTS)) + "\n")
+    for env, replicas, cpu, mem in (("staging", 3, ("250m", "1"), ("256Mi", "1Gi")),
+                                    ("production", 3, ("500m", "1"), ("512Mi", "1Gi"))):
+        folder = ws / "deployment" / "k8s" / env
+        write_yaml(folder / "deployment.yaml", [deployment(env, replicas, cpu, mem)])
+        write_yaml(folder / "service.yaml", [service(env)])
+        write_yaml(folder / "hpa.yaml", [hpa(env)])
+    write_text(ws / ".github" / "workflows" / "model-api.yml", ci_workflow("3.11"))
+    serving = spec.get("serving") or {}
+    write_text(ws / "deployment-guide.md", render_doc("deployment-guide.md.j2", {
+        "meta": meta, "features": features,
+        "p95_ms": serving.get("latency_p95_ms", 100),
+        "rps": serving.get("throughput_rps", 1000)}))
