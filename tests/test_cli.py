@@ -6,9 +6,9 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from conftest import use_fake_agent
 from typer.testing import CliRunner
 
+from conftest import use_fake_agent
 from mlpipe_flow.cli import app
 
 runner = CliRunner()

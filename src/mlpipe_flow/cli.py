@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -38,8 +38,8 @@ app = typer.Typer(
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Folder the ML project is built in.")]
 WorkflowOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-    typer.Option("--workflow", help="Workflow folder (phases/, prompts/, gates/); default: the built-in one."),
+    Path | None,
+    typer.Option("--workflow", help="Workflow folder (phases/, prompts/, gates/); default: built-in."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -53,16 +53,16 @@ def _workflow(path: Path | None) -> Any:
 @app.command()
 def run(
     problem: Annotated[str, typer.Argument(help='The ML problem, e.g. "predict customer churn".')],
-    data: Annotated[Optional[str], typer.Option(help="A CSV/Parquet file or a database URL.")] = None,  # noqa: UP045
-    target: Annotated[Optional[str], typer.Option(help="The column to predict.")] = None,  # noqa: UP045
+    data: Annotated[str | None, typer.Option(help="A CSV/Parquet file or a database URL.")] = None,
+    target: Annotated[str | None, typer.Option(help="The column to predict.")] = None,
     workspace: WorkspaceOpt = Path("."),
-    runner: Annotated[Optional[str], typer.Option(help="builtin, command, claude or anthropic.")] = None,  # noqa: UP045
-    phase: Annotated[Optional[str], typer.Option("--phase", help="Run just this phase (e.g. in a CI job).")] = None,  # noqa: UP045
-    from_phase: Annotated[Optional[str], typer.Option("--from", help="Re-run this phase and every later one.")] = None,  # noqa: UP045
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run; the old state is kept aside.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Run a phase whose prerequisites have not passed.")] = False,
-    max_attempts: Annotated[Optional[int], typer.Option(help="Attempts per phase (overrides the phase's).", min=1)] = None,  # noqa: UP045
-    model: Annotated[Optional[str], typer.Option(help="Model name for LLM runners.")] = None,  # noqa: UP045
+    runner: Annotated[str | None, typer.Option(help="builtin, command, claude or anthropic.")] = None,
+    phase: Annotated[str | None, typer.Option("--phase", help="Run just this phase (a CI job).")] = None,
+    from_phase: Annotated[str | None, typer.Option("--from", help="Re-run this phase and all later.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run; old state kept aside.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run a phase whose prerequisite failed.")] = False,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts per phase (overrides).", min=1)] = None,
+    model: Annotated[str | None, typer.Option(help="Model name for LLM runners.")] = None,
     json_lines: JsonOpt = False,
     workflow: WorkflowOpt = None,
 ) -> None:
@@ -86,9 +86,10 @@ def run(
 def gate(
     phase: Annotated[str, typer.Argument(help="Phase id, e.g. phase3.")],
     workspace: WorkspaceOpt = Path("."),
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this check (repeatable).")] = None,  # noqa: UP045
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check (repeatable).")]
+    = None,
     json_out: JsonOpt = False,
-    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report.")] = None,  # noqa: UP045
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write a JUnit XML report.")] = None,
     workflow: WorkflowOpt = None,
 ) -> None:
     """Re-check one phase's gate against the workspace; exit 0 when it passes, 1 when not."""
@@ -143,8 +144,8 @@ def phases(json_out: JsonOpt = False, workflow: WorkflowOpt = None) -> None:
 def render(
     phase: Annotated[str, typer.Argument(help="Phase id.")],
     problem: Annotated[str, typer.Argument(help="The ML problem.")],
-    data: Annotated[Optional[str], typer.Option(help="A CSV/Parquet file or a database URL.")] = None,  # noqa: UP045
-    target: Annotated[Optional[str], typer.Option(help="The column to predict.")] = None,  # noqa: UP045
+    data: Annotated[str | None, typer.Option(help="A CSV/Parquet file or a database URL.")] = None,
+    target: Annotated[str | None, typer.Option(help="The column to predict.")] = None,
     workspace: WorkspaceOpt = Path("."),
     workflow: WorkflowOpt = None,
 ) -> None:
