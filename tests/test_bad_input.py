@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, mlpipe
+from conftest import build_seed_workflow, mlpipe
 
 
 @pytest.fixture
 def wf(tmp_path: Path) -> Path:
-    dest = tmp_path / "wf"
-    for d in ("phases", "prompts", "gates"):
-        shutil.copytree(REPO / d, dest / d)
-    return dest
+    return build_seed_workflow(tmp_path / "wf", copy=True)
 
 
 def assert_one_line_error(res, *needles: str) -> None:
@@ -74,8 +71,8 @@ def test_template_with_undefined_variable(wf: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     from conftest import use_fake_agent
 
-    use_fake_agent(ws)
-    res = mlpipe("run", "predict churn", "--workflow", str(wf), "-w", str(ws))
+    use_fake_agent(ws, workflow=wf)
+    res = mlpipe("run", "predict churn", "-w", str(ws))
     assert_one_line_error(res, "phase1.j2", "not_a_variable")
     assert not (ws / "ml-requirements.md").exists()  # nothing dispatched
 

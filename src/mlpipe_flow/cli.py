@@ -44,10 +44,13 @@ WorkflowOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _workflow(path: Path | None) -> Any:
+def _setup(workspace: Path, workflow: Path | None, flags: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The configuration (file < env < flags) and the workflow it names."""
+    from mlpipe_flow.config import load_config
     from mlpipe_flow.workflow import load_workflow
 
-    return load_workflow(path)
+    config = load_config(workspace, flags)
+    return config, load_workflow(config.workflow_dir(workspace, workflow))
 
 
 @app.command()
@@ -67,12 +70,10 @@ def run(
     workflow: WorkflowOpt = None,
 ) -> None:
     """Run the workflow: every phase in order, gated; resumes when state exists."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.display import make_display
     from mlpipe_flow.engine import Engine, RunOptions
 
-    wf = _workflow(workflow)
-    config = load_config(workspace, {"runner": runner, "max_attempts": max_attempts, "model": model})
+    config, wf = _setup(workspace, workflow, {"runner": runner, "max_attempts": max_attempts, "model": model})
     display = make_display(json_lines)
     opts = RunOptions(problem=problem, workspace=workspace, data=data, target=target, phase=phase,
                       from_phase=from_phase, fresh=fresh, force=force)
@@ -93,20 +94,17 @@ def gate(
     workflow: WorkflowOpt = None,
 ) -> None:
     """Re-check one phase's gate against the workspace; exit 0 when it passes, 1 when not."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.display import NullDisplay, PlainDisplay
+    from mlpipe_flow.errors import UsageError
     from mlpipe_flow.gate import run_gate
     from mlpipe_flow.reports import gate_json, write_junit
     from mlpipe_flow.state import StateStore
 
-    wf = _workflow(workflow)
-    ph = wf.phase(phase)
     ws = workspace.resolve()
     if not ws.is_dir():
-        from mlpipe_flow.errors import UsageError
-
         raise UsageError(f"workspace {workspace} does not exist")
-    config = load_config(ws)
+    config, wf = _setup(ws, workflow)
+    ph = wf.phase(phase)
     state = StateStore(ws).load()
     data: dict[str, Any] = {"target": state.target if state else None}
     if state and state.data:
@@ -124,9 +122,10 @@ def gate(
 
 
 @app.command()
-def phases(json_out: JsonOpt = False, workflow: WorkflowOpt = None) -> None:
+def phases(json_out: JsonOpt = False, workspace: WorkspaceOpt = Path("."),
+           workflow: WorkflowOpt = None) -> None:
     """List the workflow's phases."""
-    wf = _workflow(workflow)
+    _, wf = _setup(workspace, workflow)
     rows = [{"id": p.id, "name": p.name, "progress_start": p.progress_start,
              "progress_end": p.progress_end, "agent": p.agent, "gate": p.gate,
              "token_estimate": p.token_estimate, "max_attempts": p.max_attempts} for p in wf.phases]
@@ -150,16 +149,15 @@ def render(
     workflow: WorkflowOpt = None,
 ) -> None:
     """Print the prompt a phase would send, without running anything."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.display import NullDisplay
     from mlpipe_flow.engine import Engine, RunOptions
     from mlpipe_flow.state import DataRef, RunState, StateStore
 
-    wf = _workflow(workflow)
-    ph = wf.phase(phase)
     ws = workspace.resolve()
-    engine = Engine(wf, load_config(ws) if ws.is_dir() else load_config(Path("/nonexistent")),
-                    NullDisplay(), RunOptions(problem=problem, workspace=ws, data=data, target=target))
+    config, wf = _setup(ws, workflow)
+    ph = wf.phase(phase)
+    engine = Engine(wf, config, NullDisplay(),
+                    RunOptions(problem=problem, workspace=ws, data=data, target=target))
     state = StateStore(ws).load() if ws.is_dir() else None
     if state is None or state.problem != problem:
         state = RunState(run_id="(render)", problem=problem, target=target, runner="-",
@@ -180,19 +178,18 @@ def render(
 def status(workspace: WorkspaceOpt = Path("."), json_out: JsonOpt = False,
            workflow: WorkflowOpt = None) -> None:
     """Show the workspace's run: progress, phases, tokens, cost, and where settings came from."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.reports import status_json, status_text
     from mlpipe_flow.state import StateStore
 
     ws = workspace.resolve()
     state = StateStore(ws).load() if ws.is_dir() else None
-    config = load_config(ws)
+    config, wf = _setup(ws, workflow)
     if json_out:
         import json
 
         print(json.dumps(status_json(state, config), indent=2))
         return
-    print(status_text(state, config, _workflow(workflow), ws))
+    print(status_text(state, config, wf, ws))
 
 
 @app.command()

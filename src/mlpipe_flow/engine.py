@@ -116,9 +116,8 @@ class Engine:
                 state.status = "interrupted"
                 self.store.save(state)
                 raise
-            state.status = "passed" if state.progress == 100 or explicit else "running"
-            if all(state.phase(p.id).status == "passed" for p in self.wf.phases):
-                state.status = "passed"
+            done = all(state.phase(p.id).status == "passed" for p in self.wf.phases)
+            state.status = "passed" if done else "incomplete"
             self.store.save(state)
             self.finish()
             return state

@@ -69,7 +69,7 @@ class RunState(Record):
     runner: str
     model: str | None = None
     workflow: str
-    status: Literal["running", "passed", "failed", "interrupted"] = "running"
+    status: Literal["running", "passed", "failed", "incomplete", "interrupted"] = "running"
     progress: int = 0
     created_at: str = Field(default_factory=now)
     updated_at: str = Field(default_factory=now)
