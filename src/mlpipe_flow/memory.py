@@ -34,9 +34,10 @@ MAX_LINE_CHARS = 300
 MAX_EVIDENCE_CHARS = 20_000
 BUSY_TIMEOUT_MS = 10_000
 # words every ML problem statement shares; they say nothing about similarity
-STOPWORDS = frozenset(
-    "a an and are as at be by for from in into is it of on or the to via with using use "
-    "predict prediction predictions model build ml".split())
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it", "of",
+    "on", "or", "the", "to", "via", "with", "using", "use", "predict", "prediction", "predictions",
+    "model", "build", "ml"})
 
 # Ordered migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[list[str]] = [
@@ -62,7 +63,8 @@ MIGRATIONS: list[list[str]] = [
             title TEXT NOT NULL, problem TEXT NOT NULL, text TEXT NOT NULL, created TEXT NOT NULL)""",
         "CREATE INDEX patterns_run ON patterns(run_id, phase)",
         # rowid = patterns.id; kept in step by hand (insert and delete both, in one transaction)
-        "CREATE VIRTUAL TABLE patterns_fts USING fts5(problem, phase, title, text)",
+        "CREATE VIRTUAL TABLE patterns_fts USING fts5(problem, phase, title, text, "
+        "tokenize = 'porter unicode61')",
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
