@@ -79,6 +79,9 @@ def test_history_patterns_prompt_and_export(tmp_path: Path, seed_workflow: Path,
     assert "#### ML pipeline architecture design (problem: " + CHURN + ")" in prompt
     assert arch["text"] in prompt
     assert CONCRETE not in prompt
+    res = mlpipe("render", "phase1", "predict churn of mobile subscribers", "-w", str(tmp_path / "fresh"))
+    assert res.returncode == 0, res.stderr
+    assert arch["text"] in res.stdout  # `mlpipe render` shows the prompt a run would send
 
     shown = json_out("show", churn_id[:18], "--json")
     assert isinstance(shown, dict) and shown["id"] == churn_id
@@ -296,3 +299,15 @@ def test_patterns_search_odd_queries(query: str, hits: int) -> None:
     assert len(json.loads(res.stdout)) == hits
     res = mlpipe("patterns", "search", query)
     assert res.returncode == 0 and ("Architecture" in res.stdout) == bool(hits)
+
+
+def test_excerpts_mask_url_passwords(tmp_path: Path) -> None:
+    from mlpipe_flow.memory import read_excerpts
+    from mlpipe_flow.models import MemoryExcerpt
+
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg/a.py").write_text("URL = 'postgresql://etl:s3cret@db:5432/sales'\n" + "x\n" * 80)
+    (tmp_path / "cfg/b.py").write_text("B = 1\n")
+    got = read_excerpts(tmp_path, [MemoryExcerpt(title="Config", paths=["cfg/*.py"], lines=3)])
+    assert got == [("Config", "==> cfg/a.py <==\nURL = 'postgresql://etl:***@db:5432/sales'\nx\nx"
+                              "\n\n==> cfg/b.py <==\nB = 1")]

@@ -174,6 +174,10 @@ def render(
     if target:
         state.target = target
     engine.state = state
+    from mlpipe_flow.memory import open_run_memory
+
+    engine.memory = open_run_memory(config.memory, NullDisplay(), create=False)
+    engine.recall_patterns([ph])  # the similar past patterns a run would add
     sys.stdout.write(engine.render_prompt(ph, None))
 
 

@@ -68,6 +68,8 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
+# user:password@ in any URL an excerpt quotes (a database URL in a config file, say)
+URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s/]+@")
 
 
 class MemoryUnavailable(StateError):
@@ -308,7 +310,7 @@ def _why(e: BaseException) -> str:
 
 def read_excerpts(workspace: Path, excerpts: list[Any]) -> list[tuple[str, str]]:
     """(title, text) per MemoryExcerpt: the first `lines` lines of the files its globs match,
-    each under a `==> path <==` header (as `head` prints them)."""
+    each under a `==> path <==` header (as `head` prints them); URL passwords masked."""
     out = []
     for ex in excerpts:
         files: list[Path] = []
@@ -324,7 +326,8 @@ def read_excerpts(workspace: Path, excerpts: list[Any]) -> list[tuple[str, str]]
                             zip(range(ex.lines), fh, strict=False)]
             except OSError:
                 continue
-            parts.append(f"==> {f.relative_to(workspace).as_posix()} <==\n" + "\n".join(head).rstrip())
+            body = URL_PASSWORD.sub(r"\1:***@", "\n".join(head).rstrip())
+            parts.append(f"==> {f.relative_to(workspace).as_posix()} <==\n" + body)
         if parts:
             out.append((ex.title, "\n\n".join(parts)))
     return out
@@ -426,17 +429,16 @@ class RunMemory(NullMemory):
             self.db = None
 
 
-def open_run_memory(enabled: bool, display: Any) -> NullMemory:
-    """The engine's memory: RunMemory, or NullMemory when switched off or unusable (with a
-    warning). A database from a newer mlpipe raises MemoryTooNew: a clear refusal."""
+def open_run_memory(enabled: bool, display: Any, create: bool = True) -> NullMemory:
+    """The engine's memory: RunMemory, or NullMemory when switched off, absent (create=False)
+    or unusable (with a warning). A database from a newer mlpipe raises MemoryTooNew."""
     if not enabled:
         return NullMemory()
     try:
-        db = MemoryDB.open()
+        db = MemoryDB.open(create=create)
     except MemoryTooNew:
         raise
     except MemoryUnavailable as e:
         display.emit("warning", message=f"{e}; running without memory")
         return NullMemory()
-    assert db is not None
-    return RunMemory(db, display)
+    return NullMemory() if db is None else RunMemory(db, display)
