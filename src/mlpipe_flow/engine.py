@@ -233,7 +233,7 @@ class Engine:
                              runner=self.config.runner, model=self.config.model,
                              workflow=str(self.wf.root), phases=[])
         known = {rec.id: rec for rec in state.phases}
-        state.phases = [known.pop(p.id, None) or PhaseRecord(id=p.id) for p in self.wf.phases]
+        state.phases = [known.pop(p.id) if p.id in known else PhaseRecord(id=p.id) for p in self.wf.phases]
         state.phases += known.values()  # records of phases this workflow no longer has
         return state
 
