@@ -259,10 +259,14 @@ class Engine:
             state.runner = self.config.runner
             if self.opts.target:
                 state.target = self.opts.target
-            return state
-        return RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
-                        runner=self.config.runner, model=self.config.model,
-                        workflow=str(self.wf.root), phases=[])
+        else:
+            state = RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
+                             runner=self.config.runner, model=self.config.model,
+                             workflow=str(self.wf.root), phases=[])
+        known = {rec.id: rec for rec in state.phases}
+        state.phases = [known.pop(p.id) if p.id in known else PhaseRecord(id=p.id) for p in self.wf.phases]
+        state.phases += known.values()  # records of phases this workflow no longer has
+        return state
 
     def hash_outputs(self, phase: Phase) -> dict[str, str]:
         others = [o.path for p in self.wf.phases if p.id != phase.id for o in p.expected_outputs]
