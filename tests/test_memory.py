@@ -178,6 +178,9 @@ def test_newer_schema_is_refused(ws: Path, csv_file: Path, _mlpipe_home: Path, t
     for cmd in (["history"], ["patterns", "search", "churn"]):
         res = mlpipe(*cmd)
         assert res.returncode == 2 and "upgrade mlpipe" in res.stderr, cmd
+    # --no-memory does not touch it
+    res = mlpipe("run", CHURN, "--data", str(csv_file), "-w", str(ws), "--phase", "phase1", "--no-memory")
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_two_concurrent_runs_share_one_database(tmp_path: Path, seed_workflow: Path,
@@ -308,6 +311,10 @@ def test_excerpts_mask_url_passwords(tmp_path: Path) -> None:
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg/a.py").write_text("URL = 'postgresql://etl:s3cret@db:5432/sales'\n" + "x\n" * 80)
     (tmp_path / "cfg/b.py").write_text("B = 1\n")
-    got = read_excerpts(tmp_path, [MemoryExcerpt(title="Config", paths=["cfg/*.py"], lines=3)])
+    (tmp_path / "outside.txt").write_text("not the workspace's\n")
+    ws = tmp_path
+    assert read_excerpts(ws / "cfg", [MemoryExcerpt(title="Up", paths=["../outside.txt", "/etc/host*",
+                                                                         "[", "**/"])]) == []
+    got = read_excerpts(ws, [MemoryExcerpt(title="Config", paths=["cfg/*.py", "cfg/a.py"], lines=3)])
     assert got == [("Config", "==> cfg/a.py <==\nURL = 'postgresql://etl:***@db:5432/sales'\nx\nx"
                               "\n\n==> cfg/b.py <==\nB = 1")]

@@ -315,9 +315,13 @@ def read_excerpts(workspace: Path, excerpts: list[Any]) -> list[tuple[str, str]]
     for ex in excerpts:
         files: list[Path] = []
         for pattern in ex.paths:
-            for f in sorted(workspace.glob(pattern)):
-                if f.is_file() and f not in files:
-                    files.append(f)
+            if pattern.startswith(("/", "\\")) or ".." in Path(pattern).parts:
+                continue  # only the workspace's own files become patterns
+            try:
+                matches = sorted(workspace.glob(pattern))
+            except (ValueError, NotImplementedError, OSError):
+                continue
+            files += [f for f in matches if f.is_file() and f not in files]
         parts = []
         for f in files[:MAX_FILES_PER_EXCERPT]:
             try:
