@@ -76,6 +76,7 @@ class Engine:
         self.runner: Runner | None = None
         self.memory: NullMemory = NullMemory()
         self.patterns: dict[str, list[dict[str, Any]]] = {}  # phase id -> similar past patterns
+        self.recorded = False  # this run is in memory: its end must be too
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> RunState:
@@ -96,9 +97,10 @@ class Engine:
                               resumed=any(p.attempts for p in state.phases), progress=state.progress,
                               phases=[p.id for p in selected])
             self.memory.start_run(state, self.ws)
-            self.display.emit("patterns", items=[{"phase": ph, "title": p["title"], "problem": p["problem"],
-                                                  "run_id": p["run_id"]}
-                                                 for ph, items in self.patterns.items() for p in items])
+            self.recorded = True
+            self.display.emit("patterns", items=[
+                {"phase": ph, "title": p["title"], "problem": p["problem"], "run_id": p["run_id"]}
+                for ph, items in self.patterns.items() for p in items])
             if self.opts.data:
                 state.data = data_mod.stage(self.ws, self.opts.data)
                 self.display.emit("data_staged", source=state.data.source,
@@ -240,7 +242,7 @@ class Engine:
         try:
             yield
         finally:
-            if self.state is not None:
+            if self.state is not None and self.recorded:
                 self.memory.finish_run(self.state)
 
     # -- state ------------------------------------------------------------------------
