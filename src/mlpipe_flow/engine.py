@@ -6,9 +6,11 @@ off it behind small interfaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from mlpipe_flow.config import Config
 from mlpipe_flow.display import Display
 from mlpipe_flow.errors import MlpipeError, RunFailed, StateError, UsageError
 from mlpipe_flow.gate import run_gate
+from mlpipe_flow.memory import NullMemory, open_run_memory
 from mlpipe_flow.models import GateReport, Phase
 from mlpipe_flow.runners import AgentResult, AgentTask, Runner, make_runner
 from mlpipe_flow.state import (
@@ -71,6 +74,9 @@ class Engine:
         self.store = StateStore(self.ws)
         self.state: RunState | None = None
         self.runner: Runner | None = None
+        self.memory: NullMemory = NullMemory()
+        self.patterns: dict[str, list[dict[str, Any]]] = {}  # phase id -> similar past patterns
+        self.recorded = False  # this run is in memory: its end must be too
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> RunState:
@@ -79,15 +85,22 @@ class Engine:
         selected = self.select_phases()
         ensure_writable(self.ws)
         self.runner = make_runner(self.config.runner, self.config)
-        with workspace_lock(self.ws):
+        self.memory = open_run_memory(self.config.memory, self.display)
+        with workspace_lock(self.ws), self.remembered():
             state = self.state = self.load_or_create_state()
             self.check_prerequisites(selected)
+            self.recall_patterns(selected)
             for phase in selected:  # a bad template fails here, before anything is spent
                 self.render_prompt(phase, None)
             self.display.emit("run_started", run_id=state.run_id, problem=state.problem,
                               workspace=str(self.ws), runner=self.config.runner,
                               resumed=any(p.attempts for p in state.phases), progress=state.progress,
                               phases=[p.id for p in selected])
+            self.memory.start_run(state, self.ws)
+            self.recorded = True
+            self.display.emit("patterns", items=[
+                {"phase": ph, "title": p["title"], "problem": p["problem"], "run_id": p["run_id"]}
+                for ph, items in self.patterns.items() for p in items])
             if self.opts.data:
                 state.data = data_mod.stage(self.ws, self.opts.data)
                 self.display.emit("data_staged", source=state.data.source,
@@ -116,9 +129,8 @@ class Engine:
                 state.status = "interrupted"
                 self.store.save(state)
                 raise
-            state.status = "passed" if state.progress == 100 or explicit else "running"
-            if all(state.phase(p.id).status == "passed" for p in self.wf.phases):
-                state.status = "passed"
+            done = all(state.phase(p.id).status == "passed" for p in self.wf.phases)
+            state.status = "passed" if done else "incomplete"
             self.store.save(state)
             self.finish()
             return state
@@ -154,9 +166,12 @@ class Engine:
             report = run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
                               data=self.gate_data(), python=self.config.python)
             atomic_write(run_dir / "gate.json", report.model_dump_json(indent=2))
+            run_attempt = int(run_dir.name.rsplit("-", 1)[1])  # attempt-N, unique within the run
+            self.memory.record_attempt(self.state, phase.id, run_attempt, prompt, result, report, run_dir)
             if report.passed:
                 rec.status, rec.finished_at = "passed", now()
-                rec.output_hashes = hash_outputs(self.ws, phase.expected_outputs)
+                rec.output_hashes = self.hash_outputs(phase)
+                self.memory.record_phase_passed(self.state, phase, run_attempt, self.ws, rec.output_hashes)
                 self.advance()
                 self.store.save(self.state)
                 self.display.emit("phase_passed", phase=phase.id, progress=self.state.progress,
@@ -202,7 +217,7 @@ class Engine:
                                  f"run `mlpipe run` without --phase/--from, or pass --force")
 
     def still_passes(self, phase: Phase, rec: PhaseRecord) -> bool:
-        if hash_outputs(self.ws, phase.expected_outputs) != rec.output_hashes:
+        if self.hash_outputs(phase) != rec.output_hashes:
             self.display.emit("warning", message=f"{phase.id}: outputs changed since it passed; "
                               "running it again")
             return False
@@ -212,6 +227,23 @@ class Engine:
             self.display.emit("warning", message=f"{phase.id}: its gate no longer passes; "
                               "running it again")
         return report.passed
+
+    # -- memory -----------------------------------------------------------------------
+    def recall_patterns(self, selected: list[Phase]) -> None:
+        """Similar past runs' patterns for each selected phase (rendered into its prompt)."""
+        assert self.state is not None
+        self.patterns = {p.id: items for p in selected
+                         if (items := self.memory.similar_patterns(self.state.problem, p.id,
+                                                                   exclude_run=self.state.run_id))}
+
+    @contextlib.contextmanager
+    def remembered(self) -> Iterator[None]:
+        """Whatever way the run ends, its outcome is written to memory."""
+        try:
+            yield
+        finally:
+            if self.state is not None and self.recorded:
+                self.memory.finish_run(self.state)
 
     # -- state ------------------------------------------------------------------------
     def load_or_create_state(self) -> RunState:
@@ -229,10 +261,18 @@ class Engine:
             state.runner = self.config.runner
             if self.opts.target:
                 state.target = self.opts.target
-            return state
-        return RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
-                        runner=self.config.runner, model=self.config.model,
-                        workflow=str(self.wf.root), phases=[])
+        else:
+            state = RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
+                             runner=self.config.runner, model=self.config.model,
+                             workflow=str(self.wf.root), phases=[])
+        known = {rec.id: rec for rec in state.phases}
+        state.phases = [known.pop(p.id) if p.id in known else PhaseRecord(id=p.id) for p in self.wf.phases]
+        state.phases += known.values()  # records of phases this workflow no longer has
+        return state
+
+    def hash_outputs(self, phase: Phase) -> dict[str, str]:
+        others = [o.path for p in self.wf.phases if p.id != phase.id for o in p.expected_outputs]
+        return hash_outputs(self.ws, phase.expected_outputs, exclude=others)
 
     def advance(self) -> None:
         """Progress is the end of the last phase in the unbroken run of passed phases."""
@@ -304,7 +344,7 @@ class Engine:
             "contract": [o.model_dump() for o in phase.expected_outputs],
             "checks": [{"id": c.id, "name": c.name} for c in self.wf.gates[phase.gate].checks],
             "prior_outputs": prior,
-            "patterns": [],
+            "patterns": self.patterns.get(phase.id, []),
             "repair": None,
             "data_preview": self.data_preview(),
             "workspace": str(self.ws),
@@ -317,7 +357,7 @@ class Engine:
             return None
         try:
             with (self.ws / d.staged).open(encoding="utf-8", errors="replace") as f:
-                return "".join(line[:500] for _, line in zip(range(lines), f)).rstrip("\n")
+                return "".join(line[:500] for _, line in zip(range(lines), f, strict=False)).rstrip("\n")
         except OSError:
             return None
 
@@ -350,7 +390,7 @@ class Engine:
 
 
 def summary_text(wf: Workflow, state: RunState, workspace: Path) -> str:
-    phases = []
+    phases: list[dict[str, Any]] = []
     for p in wf.phases:
         rec = state.phase(p.id)
         phases.append({"id": p.id, "name": p.name, "status": rec.status, "attempts": rec.attempts,
