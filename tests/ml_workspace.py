@@ -78,3 +78,43 @@ def build(ws: Path, dataset: str = "telco", rows: int | None = None, version: st
             "retraining": {"schedule": "0 3 * * 1"}}
     (ws / "ml-spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return ws
+
+
+def run_builtin(ws: Path, phase: str) -> None:
+    """The real built-in agent for one phase, as the runner starts it (a subprocess)."""
+    import subprocess
+    import sys
+
+    task = ws.parent / f"{ws.name}-{phase}-task.json"
+    task.write_text(json.dumps({"phase": phase, "attempt": 1, "workspace": str(ws),
+                                "context": {"problem": "test"}}))
+    res = subprocess.run([sys.executable, "-m", "mlpipe_flow.builtin", str(task)], cwd=ws,
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def built(ws: Path, phases: list[str], dataset: str = "telco") -> Path:
+    """A phase-3 workspace with the given built-in phases run on it."""
+    ws.mkdir(parents=True, exist_ok=True)
+    build(ws, dataset)
+    for phase in phases:
+        run_builtin(ws, phase)
+    return ws
+
+
+def check(ws: Path, kind: str, timeout_s: float = 300, **params: object):  # type: ignore[no-untyped-def]
+    """Run one check kind on ws exactly as a gate does."""
+    from mlpipe_flow.checks import CheckContext
+    from mlpipe_flow.gate import run_check
+    from mlpipe_flow.models import CheckSpec
+
+    spec = CheckSpec(id="t", kind=kind, name=kind, message="", params=dict(params),
+                     timeout_s=timeout_s)
+    return run_check(spec, CheckContext(workspace=ws, phase="test", timeout_s=timeout_s))
+
+
+def copy(src: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".mlpipe", "__pycache__"))
+    return dest

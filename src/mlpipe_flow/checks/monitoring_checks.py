@@ -61,9 +61,9 @@ def exposed_metrics(text: str) -> set[str]:
 
 def _exprs(obj: Any) -> list[str]:
     if isinstance(obj, dict):
-        out = [v for k, v in obj.items() if k in ("expr", "query") and isinstance(v, str)]
+        out = [v for k, v in obj.items() if k == "expr" and isinstance(v, str)]
         for k, v in obj.items():
-            if k not in ("expr", "query"):
+            if k != "expr":
                 out += _exprs(v)
         return out
     if isinstance(obj, list):
