@@ -32,8 +32,9 @@ def api_serves(ctx: CheckContext, params: ApiServesParams) -> CheckResult:
     try:
         frame, records, meta = test_records(ctx, params.rows)
         model = joblib.load(ctx.workspace / "artifacts" / "model.joblib")
-    except (OSError, ValueError, KeyError) as e:
-        return result("failed", f"cannot read the model or the test split: {e}")
+    except Exception as e:  # noqa: BLE001 - an unreadable model is a failed check
+        return result("failed", f"cannot read the saved model or the test split: "
+                      f"{type(e).__name__}: {e}")
     expected = model.predict(frame).tolist()
     try:
         with running_api(ctx) as api:

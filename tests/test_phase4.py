@@ -1,0 +1,109 @@
+"""Built-in phase 4 and the deployment gate's measured checks: a passing workspace and, for each
+measured check, a failing one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import mlpipe
+from ml_workspace import built, check, copy
+
+
+@pytest.fixture(scope="module")
+def ws4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built(tmp_path_factory.mktemp("p4") / "ws", ["phase4"])
+
+
+def test_builtin_phase4_writes_the_contract(ws4: Path) -> None:
+    for rel in ("deployment/api/main.py", "deployment/docker/Dockerfile",
+                "deployment/k8s/staging/deployment.yaml", "deployment/k8s/production/hpa.yaml",
+                ".github/workflows/model-api.yml", "ab_testing/ab_test.py",
+                "deployment-guide.md", "tests/test_api.py"):
+        assert (ws4 / rel).is_file(), rel
+    assert "Churn" in (ws4 / "deployment-guide.md").read_text()
+
+
+def test_phase4_gate_passes_under_1000_rps(ws4: Path) -> None:
+    res = mlpipe("gate", "phase4", "--workspace", str(ws4), "--json", timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "api-load" in res.stdout and "p95_ms" in res.stdout
+
+
+def test_slow_predict_fails_the_latency_check(ws4: Path, tmp_path: Path) -> None:
+    ws = copy(ws4, tmp_path / "slow")
+    main = ws / "deployment" / "api" / "main.py"
+    text = main.read_text()
+    text = text.replace('    """Validate the body with pydantic (a bad request is a 422), queue it for '
+                        'the batcher."""\n',
+                        '    """slowed down for the test"""\n    await asyncio.sleep(0.15)\n', 1)
+    assert "asyncio.sleep(0.15)" in text
+    main.write_text(text)
+    r = check(ws, "api_load", rate=100, duration_s=2, warmup_s=0.5)
+    assert r.status == "failed", r
+    assert "p95 not under 100 ms" in r.message
+    assert r.evidence["p95_ms"] > 140
+
+
+def test_api_serves_fails_when_predictions_disagree(ws4: Path, tmp_path: Path) -> None:
+    ws = copy(ws4, tmp_path / "wrong")
+    main = ws / "deployment" / "api" / "main.py"
+    main.write_text(main.read_text().replace(
+        "labels = MODEL.classes_[proba.argmax(axis=1)].tolist()",
+        "labels = MODEL.classes_[proba.argmin(axis=1)].tolist()"))
+    r = check(ws, "api_serves", rows=50)
+    assert r.status == "failed" and "agrees with the saved model" in r.message, r
+
+
+def test_api_that_crashes_on_start_fails(ws4: Path, tmp_path: Path) -> None:
+    ws = copy(ws4, tmp_path / "crash")
+    main = ws / "deployment" / "api" / "main.py"
+    main.write_text('raise RuntimeError("broken at import")\n' + main.read_text())
+    r = check(ws, "api_serves", rows=5)
+    assert r.status == "failed" and "exited" in r.message, r
+
+
+def test_dockerfile_running_as_root_fails(ws4: Path, tmp_path: Path) -> None:
+    ws = copy(ws4, tmp_path / "root")
+    assert check(ws, "dockerfile").status == "passed"
+    df = ws / "deployment" / "docker" / "Dockerfile"
+    df.write_text(re.sub(r"(?m)^USER .*$", "", df.read_text()))
+    r = check(ws, "dockerfile")
+    assert r.status == "failed" and "runs as root" in r.message
+    df.write_text(df.read_text().replace("FROM python:3.11.9-slim-bookworm",
+                                         "FROM python:latest") + "\nUSER app\n")
+    r = check(ws, "dockerfile")
+    assert r.status == "failed" and "not pinned" in r.message and "root" not in r.message
+
+
+def test_deployment_without_limits_fails(ws4: Path, tmp_path: Path) -> None:
+    import yaml
+
+    ws = copy(ws4, tmp_path / "limits")
+    assert check(ws, "k8s_manifests").status == "passed"
+    p = ws / "deployment" / "k8s" / "production" / "deployment.yaml"
+    doc = yaml.safe_load(p.read_text())
+    del doc["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    del doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    p.write_text(yaml.safe_dump(doc))
+    r = check(ws, "k8s_manifests")
+    assert r.status == "failed"
+    assert "no cpu+memory limits" in r.message and "readinessProbe" in r.message
+
+
+def test_hard_coded_api_key_fails_the_secret_scan(ws4: Path, tmp_path: Path) -> None:
+    ws = copy(ws4, tmp_path / "key")
+    assert check(ws, "secrets").status == "passed"
+    (ws / "deployment" / "api" / "settings.py").write_text(
+        'API_KEY = "sk-' + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4" + '"\n')
+    r = check(ws, "secrets")
+    assert r.status == "failed" and "deployment/api/settings.py:1" in r.message
+
+
+def test_bandit_high_severity_finding_fails(ws4: Path, tmp_path: Path) -> None:
+    ws = copy(ws4, tmp_path / "bandit")
+    (ws / "deployment" / "api" / "admin.py").write_text(
+        "import subprocess\n\n\ndef run(cmd):\n    return subprocess.call(cmd, shell=True)\n")
+    r = check(ws, "bandit", paths=["deployment"])
+    assert r.status == "failed" and "B602" in r.message, r
