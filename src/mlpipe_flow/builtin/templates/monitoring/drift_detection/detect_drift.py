@@ -38,14 +38,14 @@ def numeric_drift(ref: pd.Series, cur: pd.Series) -> dict[str, Any]:
 
     ref, cur = ref.dropna().astype(float), cur.dropna().astype(float)
     if ref.empty or cur.empty:
-        return {"kind": "numeric", "psi": None, "ks_stat": None, "ks_pvalue": None}
+        return {"kind": "numeric", "psi": None, "ks_stat": None, "ks_pvalue": None, "bins": 1}
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11)))
     edges[0], edges[-1] = -np.inf, np.inf
     r = np.histogram(ref, bins=edges)[0] / len(ref)
     c = np.histogram(cur, bins=edges)[0] / len(cur)
     ks = ks_2samp(ref, cur)
     return {"kind": "numeric", "psi": psi(r, c), "ks_stat": float(ks.statistic),
-            "ks_pvalue": float(ks.pvalue)}
+            "ks_pvalue": float(ks.pvalue), "bins": len(edges) - 1}
 
 
 def categorical_drift(ref: pd.Series, cur: pd.Series) -> dict[str, Any]:
@@ -53,7 +53,8 @@ def categorical_drift(ref: pd.Series, cur: pd.Series) -> dict[str, Any]:
     cats = sorted(set(ref) | set(cur))
     r = ref.value_counts(normalize=True).reindex(cats, fill_value=0).to_numpy()
     c = cur.value_counts(normalize=True).reindex(cats, fill_value=0).to_numpy()
-    return {"kind": "categorical", "psi": psi(r, c), "ks_stat": None, "ks_pvalue": None}
+    return {"kind": "categorical", "psi": psi(r, c), "ks_stat": None, "ks_pvalue": None,
+            "bins": len(cats)}
 
 
 def live_score(meta: dict[str, Any], current: pd.DataFrame) -> float | None:
@@ -90,7 +91,12 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, features: list[str],
         stats = numeric_drift(ref, pd.to_numeric(cur, errors="coerce")) if numeric \
             else categorical_drift(ref, cur)
         p, s, pv = stats["psi"], stats["ks_stat"], stats["ks_pvalue"]
-        stats["drifted"] = bool((p is not None and p > psi_threshold) or (
+        # PSI of two samples from one distribution is about (bins - 1) * (1/n_ref + 1/n_cur):
+        # add that to the threshold so small samples do not fire on noise alone
+        bins = stats.pop("bins")
+        limit = psi_threshold + (bins - 1) * (1 / max(len(ref), 1) + 1 / max(len(cur), 1))
+        stats["psi_limit"] = limit
+        stats["drifted"] = bool((p is not None and p > limit) or (
             pv is not None and pv < ks_pvalue and s is not None and s > ks_stat))
         out[name] = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                      for k, v in stats.items()}
