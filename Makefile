@@ -9,7 +9,7 @@ DEMO_WS ?= demo-workspace
 NPM_PREFIX := $(CURDIR)/.tools/npm
 CLAUDE := $(NPM_PREFIX)/node_modules/.bin/claude
 
-.PHONY: demo test lint bench clean venv claude
+.PHONY: demo test lint bench clean venv claude promtool
 
 venv: $(VENV)/.installed
 
@@ -32,7 +32,14 @@ demo: venv
 	$(BIN)/mlpipe run "predict customer churn from real-time predictions via API, retraining weekly" \
 	  --data examples/churn/customers.csv --workspace $(DEMO_WS) --runner builtin
 
-test: venv
+# promtool (Debian's prometheus package) for the monitoring gate, best effort: only as root,
+# only when missing; without it the gate validates rules with a structural parser instead
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	  || echo "promtool not installed: the monitoring gate will use its structural rule parser"; } || true
+
+test: venv promtool
 	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q
 
 lint: venv
@@ -41,6 +48,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/memory.py
 
 clean:

@@ -98,7 +98,8 @@ def measure(name: str, app: str, cwd: Path, bodies: list[bytes], args: argparse.
         wait_health(port, srv)
         res = run_load("127.0.0.1", port, "/predict", bodies, rate=args.rate,
                        duration_s=args.duration, warmup_s=args.warmup, connections=128)
-    print(f"{name:10s} achieved {res.achieved_rps:7.1f} req/s  p50 {res.p50_ms:8.1f} ms  "
+    print(f"{name:10s} achieved {res.achieved_rps:7.1f} req/s (served {res.served_rps:7.1f})  "
+          f"p50 {res.p50_ms:8.1f} ms  "
           f"p95 {res.p95_ms:8.1f} ms  p99 {res.p99_ms:8.1f} ms  errors {res.errors}/{res.sent}",
           flush=True)
     return res
@@ -133,12 +134,15 @@ def main() -> int:
         naive = measure("naive", "naive_app:app", naive_dir, bodies, args)
         gen = measure("generated", "deployment.api.main:app", ws, bodies, args)
         ceil = measure("ceiling", "ceiling_app:app", naive_dir, bodies, args)
-    r_naive = gen.achieved_rps / max(naive.achieved_rps, 1e-9)
-    r_ceil = gen.achieved_rps / max(ceil.achieved_rps, 1e-9)
-    print(f"generated/naive   achieved rate x{r_naive:.1f} (target >= 10), p95 "
-          f"{naive.p95_ms:.0f} -> {gen.p95_ms:.0f} ms")
-    print(f"generated/ceiling achieved rate x{r_ceil:.2f} (target >= 0.5), p95 "
-          f"{gen.p95_ms:.0f} vs {ceil.p95_ms:.0f} ms")
+    # ratios of the rate each server actually served over the whole run: an overloaded naive
+    # server answers nothing inside the measured window once its backlog exceeds the timeout,
+    # so its measured-window rate (0) would make the ratio meaningless
+    r_naive = gen.served_rps / max(naive.served_rps, 1e-9)
+    r_ceil = gen.served_rps / max(ceil.served_rps, 1e-9)
+    print(f"generated/naive   served rate x{r_naive:.1f} (target >= 10); p95 naive "
+          f"{naive.p95_ms:.0f} ms, generated {gen.p95_ms:.0f} ms")
+    print(f"generated/ceiling served rate x{r_ceil:.2f} (target >= 0.5); p95 ceiling "
+          f"{ceil.p95_ms:.0f} ms")
     return 0 if r_naive >= 10 and r_ceil >= 0.5 else 1
 
 

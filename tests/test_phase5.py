@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import mlpipe
 from ml_workspace import built, check, copy
-
 from mlpipe_flow.checks.monitoring_checks import exposed_metrics, promql_metrics
 
 

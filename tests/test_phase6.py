@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import mlpipe
 from ml_workspace import built, check, copy
 

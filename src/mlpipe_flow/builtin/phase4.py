@@ -127,7 +127,9 @@ jobs:
     environment: staging
     steps:
       - uses: actions/checkout@v4
-      - run: docker build -f deployment/docker/Dockerfile -t registry.example.com/model-api:${{{{ github.sha }}}} .
+      - run: >-
+          docker build -f deployment/docker/Dockerfile
+          -t registry.example.com/model-api:${{{{ github.sha }}}} .
       - run: kubectl apply -f deployment/k8s/staging/
 
   deploy-production:

@@ -79,7 +79,7 @@ def dag_parses(ctx: CheckContext, params: DagParams) -> CheckResult:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.BinOp):
             items = _chain(node.value)
             names = [task_of.get(i.id) if isinstance(i, ast.Name) else None for i in items]
-            for a, b in zip(names, names[1:]):
+            for a, b in zip(names, names[1:], strict=False):
                 if a and b:
                     edges.add((a, b))
     ev: dict[str, Any] = {"schedule": schedule, "tasks": sorted(task_of.values()),
@@ -107,7 +107,7 @@ def dag_parses(ctx: CheckContext, params: DagParams) -> CheckResult:
                     todo.append(t)
         return False
 
-    for a, b in zip(params.order, params.order[1:]):
+    for a, b in zip(params.order, params.order[1:], strict=False):
         if not find(a) or not find(b):
             return result("failed", f"{params.path}: no task whose id contains "
                           f"'{a if not find(a) else b}'", **ev)

@@ -146,9 +146,8 @@ def _balanced(expr: str) -> bool:
     for ch in re.sub(r'"(?:[^"\\]|\\.)*"', "", expr):
         if ch in "([{":
             stack.append(ch)
-        elif ch in pairs:
-            if not stack or stack.pop() != pairs[ch]:
-                return False
+        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
+            return False
         depth = len(stack)
     return depth == 0 and bool(expr.strip())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,13 +40,14 @@ def bandit(ctx: CheckContext, params: BanditParams) -> CheckResult:
     issues = report.get("results") or []
     high = [i for i in issues if i.get("issue_severity") == "HIGH"]
     medium = [i for i in issues if i.get("issue_severity") == "MEDIUM"]
-    ev = {"scanned": targets, "high": len(high), "medium": len(medium), "low":
+    findings = [f"{i.get('filename')}:{i.get('line_number')} {i.get('test_id')} "
+                f"{i.get('issue_text')}" for i in high[:10]]
+    ev: dict[str, Any] = {"scanned": targets, "high": len(high), "medium": len(medium), "low":
           len(issues) - len(high) - len(medium),
-          "high_findings": [f"{i.get('filename')}:{i.get('line_number')} {i.get('test_id')} "
-                            f"{i.get('issue_text')}" for i in high[:10]]}
+          "high_findings": findings}
     if len(high) > params.max_high:
         return result("failed", f"bandit: {len(high)} high-severity finding(s): "
-                      f"{'; '.join(ev['high_findings'][:3])}", **ev)
+                      f"{'; '.join(findings[:3])}", **ev)
     return result("passed", f"bandit: no high-severity finding ({len(medium)} medium, "
                   f"{ev['low']} low) in {', '.join(targets)}", **ev)
 

@@ -64,9 +64,9 @@ def api_serves(ctx: CheckContext, params: ApiServesParams) -> CheckResult:
         return result("failed", f"/predict returned {type(got).__name__} of "
                       f"{len(got) if isinstance(got, list) else '-'} predictions for "
                       f"{len(expected)} records")
-    same = sum(_agree(a, b, params.rel_tol) for a, b in zip(got, expected))
+    same = sum(_agree(a, b, params.rel_tol) for a, b in zip(got, expected, strict=True))
     agreement = same / len(expected)
-    singles_ok = all(_agree(a, b, params.rel_tol) for a, b in zip(singles, expected[:5]))
+    singles_ok = all(_agree(a, b, params.rel_tol) for a, b in zip(singles, expected[:5], strict=False))
     evidence = {"model_version": version, "rows": len(expected), "agreement": round(agreement, 4),
                 "single_record_requests_agree": singles_ok, "bad_requests": bad,
                 "alive_after_bad_requests": alive}

@@ -49,7 +49,7 @@ def test_predict_matches_the_saved_model(client, test_rows):
     got = r.json()["predictions"]
     expected = model.predict(test_rows).tolist()
     assert len(got) == len(expected)
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         if isinstance(b, float):
             assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
         else:

@@ -20,13 +20,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from typing_extensions import TypedDict
-
 import joblib
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +35,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH_WAIT_MS = float(os.environ.get("BATCH_WAIT_MS", "2"))
@@ -161,7 +159,7 @@ def predict_rows(rows: list[dict[str, Any]]) -> tuple[list[Any], list[float] | N
     classes = [str(c) for c in MODEL.classes_]
     labels = MODEL.classes_[proba.argmax(axis=1)].tolist()
     conf = proba.max(axis=1).tolist()
-    probs = [dict(zip(classes, row)) for row in proba.tolist()]
+    probs = [dict(zip(classes, row, strict=True)) for row in proba.tolist()]
     return labels, conf, probs
 
 
@@ -221,7 +219,7 @@ async def handle_predict(body: bytes) -> tuple[int, bytes]:
         errors = json.loads(e.json(include_url=False, include_context=False))
         return 422, json.dumps({"detail": errors}).encode()
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    _queue.put_nowait((req.records, fut))
+    _queue.put_nowait((req.records, fut))  # type: ignore[arg-type]
     labels, conf, probs = await fut
     if conf is not None:
         for c in conf:
