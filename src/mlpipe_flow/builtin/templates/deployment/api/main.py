@@ -39,9 +39,11 @@ from typing_extensions import TypedDict
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH_WAIT_MS = float(os.environ.get("BATCH_WAIT_MS", "2"))
-# under load (the last batch held several requests) wait as long as the last predict took,
-# up to MAX_BATCH_WAIT_MS: predicting then takes at most about half of the CPU, leaving the
-# rest to HTTP, and batches grow instead of the predict calls multiplying
+# under load wait up to as long as the last predict took (scaled by how full the last batch
+# was, full at LOADED_BATCH_REQUESTS), at most MAX_BATCH_WAIT_MS: predicting then takes at most
+# about half of the CPU, leaving the rest to HTTP, and batches grow instead of predict calls
+# multiplying; a lightly loaded server keeps the short BATCH_WAIT_MS
+LOADED_BATCH_REQUESTS = int(os.environ.get("LOADED_BATCH_REQUESTS", "32"))
 MAX_BATCH_WAIT_MS = float(os.environ.get("MAX_BATCH_WAIT_MS", "25"))
 MAX_BATCH_ROWS = int(os.environ.get("MAX_BATCH_ROWS", "2048"))
 MAX_RECORDS = 1000
@@ -170,8 +172,8 @@ async def _batcher() -> None:
     while True:
         first = await _queue.get()
         wait = BATCH_WAIT_MS / 1000
-        if last_requests > 1:
-            wait = max(wait, min(last_predict_s, MAX_BATCH_WAIT_MS / 1000))
+        load = min(1.0, last_requests / LOADED_BATCH_REQUESTS)
+        wait = max(wait, min(load * last_predict_s, MAX_BATCH_WAIT_MS / 1000))
         if wait > 0:
             await asyncio.sleep(wait)
         batch = [first]
