@@ -32,7 +32,7 @@ demo: venv
 	$(BIN)/mlpipe run "predict customer churn from real-time predictions via API, retraining weekly" \
 	  --data examples/churn/customers.csv --workspace $(DEMO_WS) --runner builtin
 
-test: venv
+test: venv claude
 	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q
 
 lint: venv

@@ -73,8 +73,9 @@ class FakeAnthropic:
             def do_GET(self) -> None:  # noqa: N802
                 with fake._lock:
                     fake.requests.append(Recorded(self.path, {}, "other", status=404))
-                fake.send_json(self, 404, {"type": "error", "error": {"type": "not_found_error",
-                                                                      "message": "not here"}})
+                fake.send_json(
+                    self, 404, {"type": "error", "error": {"type": "not_found_error", "message": "not here"}}
+                )
 
             def do_HEAD(self) -> None:  # noqa: N802
                 self.send_response(200)
@@ -126,15 +127,21 @@ class FakeAnthropic:
                 status = self.errors.pop(0)
                 self.requests.append(Recorded(path, body, "error", status=status))
                 kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
-                self.send_json(h, status, {"type": "error", "error": {"type": kind, "message": f"injected {status}"}},
-                               headers={"retry-after-ms": "50", "retry-after": "0"})
+                self.send_json(
+                    h,
+                    status,
+                    {"type": "error", "error": {"type": kind, "message": f"injected {status}"}},
+                    headers={"retry-after-ms": "50", "retry-after": "0"},
+                )
                 return
             else:
                 conv, turn = self.choose(body)
                 script = self.conversations[conv] if conv < len(self.conversations) else []
                 blocks = script[turn] if turn < len(script) else [text("Done.")]
-                blocks = [dict(b, id=f"toolu_c{conv}t{turn}n{i}") if b["type"] == "tool_use" else b
-                          for i, b in enumerate(blocks)]
+                blocks = [
+                    dict(b, id=f"toolu_c{conv}t{turn}n{i}") if b["type"] == "tool_use" else b
+                    for i, b in enumerate(blocks)
+                ]
                 self.requests.append(Recorded(path, body, "main", conv, turn))
         self.respond(h, body, blocks, first=turn in (None, 0))
 
@@ -156,41 +163,106 @@ class FakeAnthropic:
                     turn = max(turn, int(m_id.group(1)) + 1)
         return conv, turn
 
-    def respond(self, h: BaseHTTPRequestHandler, body: dict[str, Any], blocks: list[Block], first: bool) -> None:
+    def respond(
+        self, h: BaseHTTPRequestHandler, body: dict[str, Any], blocks: list[Block], first: bool
+    ) -> None:
         prefix = len(json.dumps(body.get("system", ""))) // 4 + len(json.dumps(body.get("tools", []))) // 4
         rest = max(1, len(json.dumps(body.get("messages", []))) // 4)
         cached = any_cache_control(body)
-        usage = {"input_tokens": rest if cached else rest + prefix,
-                 "cache_creation_input_tokens": prefix if cached and first else 0,
-                 "cache_read_input_tokens": prefix if cached and not first else 0,
-                 "output_tokens": self.output_tokens}
+        usage = {
+            "input_tokens": rest if cached else rest + prefix,
+            "cache_creation_input_tokens": prefix if cached and first else 0,
+            "cache_read_input_tokens": prefix if cached and not first else 0,
+            "output_tokens": self.output_tokens,
+        }
         stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
-        message = {"id": "msg_fake", "type": "message", "role": "assistant",
-                   "model": body.get("model", "claude-sonnet-4-5"), "content": blocks,
-                   "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        message = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-sonnet-4-5"),
+            "content": blocks,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         if not body.get("stream"):
             self.send_json(h, 200, message)
             return
-        events: list[tuple[str, dict[str, Any]]] = [("message_start", {
-            "type": "message_start", "message": {**message, "content": [], "stop_reason": None,
-                                                 "usage": {**usage, "output_tokens": 1}}})]
+        events: list[tuple[str, dict[str, Any]]] = [
+            (
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        **message,
+                        "content": [],
+                        "stop_reason": None,
+                        "usage": {**usage, "output_tokens": 1},
+                    },
+                },
+            )
+        ]
         for i, b in enumerate(blocks):
             if b["type"] == "text":
-                events += [("content_block_start", {"type": "content_block_start", "index": i,
-                                                    "content_block": {"type": "text", "text": ""}}),
-                           ("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                    "delta": {"type": "text_delta", "text": b["text"]}})]
+                events += [
+                    (
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": i,
+                            "content_block": {"type": "text", "text": ""},
+                        },
+                    ),
+                    (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": i,
+                            "delta": {"type": "text_delta", "text": b["text"]},
+                        },
+                    ),
+                ]
             else:
                 raw = json.dumps(b["input"])
-                events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": {
-                    "type": "tool_use", "id": b["id"], "name": b["name"], "input": {}}}))
+                events.append(
+                    (
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": i,
+                            "content_block": {
+                                "type": "tool_use",
+                                "id": b["id"],
+                                "name": b["name"],
+                                "input": {},
+                            },
+                        },
+                    )
+                )
                 for k in range(0, len(raw), 400):
-                    events.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
-                        "type": "input_json_delta", "partial_json": raw[k:k + 400]}}))
+                    events.append(
+                        (
+                            "content_block_delta",
+                            {
+                                "type": "content_block_delta",
+                                "index": i,
+                                "delta": {"type": "input_json_delta", "partial_json": raw[k : k + 400]},
+                            },
+                        )
+                    )
             events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-        events += [("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                                      "usage": {"output_tokens": self.output_tokens}}),
-                   ("message_stop", {"type": "message_stop"})]
+        events += [
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": self.output_tokens},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
         payload = "".join(f"event: {e}\ndata: {json.dumps(d)}\n\n" for e, d in events).encode()
         h.send_response(200)
         h.send_header("content-type", "text/event-stream")
@@ -200,8 +272,9 @@ class FakeAnthropic:
         h.wfile.write(payload)
 
     @staticmethod
-    def send_json(h: BaseHTTPRequestHandler, status: int, data: dict[str, Any],
-                  headers: dict[str, str] | None = None) -> None:
+    def send_json(
+        h: BaseHTTPRequestHandler, status: int, data: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         payload = json.dumps(data).encode()
         h.send_response(status)
         h.send_header("content-type", "application/json")
@@ -217,7 +290,9 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        return "\n".join(
+            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+        )
     return ""
 
 

@@ -26,8 +26,10 @@ retraining: {schedule: "0 2 * * 0"}
 """
 
 REQUIREMENTS_NO_METRICS = "# ML requirements\n\nPredict which customers leave next month.\n"
-REQUIREMENTS = ("# ML requirements\n\nPredict which customers leave next month (binary classification).\n\n"
-                "Metrics: ROC AUC (primary), precision and recall at the chosen threshold, F1.\n")
+REQUIREMENTS = (
+    "# ML requirements\n\nPredict which customers leave next month (binary classification).\n\n"
+    "Metrics: ROC AUC (primary), precision and recall at the chosen threshold, F1.\n"
+)
 
 
 def contract_files(requirements: str = REQUIREMENTS) -> dict[str, str]:
@@ -55,10 +57,16 @@ def churn_csv(path: Path, injection: bool = False) -> Path:
 def fake_env(base_url: str, home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     tools = REPO / ".tools" / "npm" / "node_modules" / ".bin"
-    return {"ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": FAKE_KEY, "HOME": str(home),
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
-            "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
-            "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return {
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": FAKE_KEY,
+        "HOME": str(home),
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
 
 
 def need_claude() -> None:

@@ -25,13 +25,29 @@ from llm_helpers import (
 )
 from mlpipe_flow import proc
 from mlpipe_flow.runners import AgentTask
-from mlpipe_flow.runners.claude import ResultEvent, build_argv, parse_stream_line, result_from_event
+from mlpipe_flow.runners.claude import (
+    INSTALL_HINT,
+    ResultEvent,
+    build_argv,
+    parse_stream_line,
+    result_from_event,
+)
 
 
 def make_task(tmp_path: Path, **kw: object) -> AgentTask:
-    base: dict = dict(phase="phase1", attempt=1, prompt="do it", role="ml-engineer", role_prompt="You are X.",
-                      workspace=tmp_path, run_dir=tmp_path / "run", timeout_s=60, idle_timeout_s=30,
-                      max_turns=7, allowed_tools=["Read", "Write", "Bash(python:*)"])
+    base: dict = dict(
+        phase="phase1",
+        attempt=1,
+        prompt="do it",
+        role="ml-engineer",
+        role_prompt="You are X.",
+        workspace=tmp_path,
+        run_dir=tmp_path / "run",
+        timeout_s=60,
+        idle_timeout_s=30,
+        max_turns=7,
+        allowed_tools=["Read", "Write", "Bash(python:*)"],
+    )
     base.update(kw)
     return AgentTask(**base)
 
@@ -57,13 +73,30 @@ def _proc(rc: int = 0) -> proc.ProcResult:
 
 
 def test_parse_stream_result_line() -> None:
-    line = json.dumps({"type": "result", "subtype": "success", "is_error": False, "total_cost_usd": 0.0123,
-                       "num_turns": 3, "result": "done", "usage": {
-                           "input_tokens": 10, "output_tokens": 20, "cache_creation_input_tokens": 30,
-                           "cache_read_input_tokens": 40}})
+    line = json.dumps(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "total_cost_usd": 0.0123,
+            "num_turns": 3,
+            "result": "done",
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 20,
+                "cache_creation_input_tokens": 30,
+                "cache_read_input_tokens": 40,
+            },
+        }
+    )
     ev = parse_stream_line(line)
     assert isinstance(ev, ResultEvent) and ev.success
-    assert (ev.total_cost_usd, ev.num_turns, ev.output_tokens, ev.cache_read_input_tokens) == (0.0123, 3, 20, 40)
+    assert (ev.total_cost_usd, ev.num_turns, ev.output_tokens, ev.cache_read_input_tokens) == (
+        0.0123,
+        3,
+        20,
+        40,
+    )
     r = result_from_event(ev, _proc())
     assert r.status == "ok" and r.cost_usd == 0.0123 and r.tokens_in == 80 and r.tokens_out == 20
     assert r.cache_write_tokens == 30 and r.turns == 3
@@ -74,21 +107,33 @@ def test_parse_stream_result_line() -> None:
 def test_stream_without_result_line_or_with_is_error_fails() -> None:
     r = result_from_event(None, _proc(0))
     assert r.status == "error" and "no result line" in r.message
-    ev = parse_stream_line(json.dumps({"type": "result", "subtype": "success", "is_error": True,
-                                       "result": "API Error: 500"}))
+    ev = parse_stream_line(
+        json.dumps({"type": "result", "subtype": "success", "is_error": True, "result": "API Error: 500"})
+    )
     assert isinstance(ev, ResultEvent) and not ev.success
     assert result_from_event(ev, _proc(1)).status == "error"
-    ev = parse_stream_line(json.dumps({"type": "result", "subtype": "error_max_budget_usd", "is_error": True}))
+    ev = parse_stream_line(
+        json.dumps({"type": "result", "subtype": "error_max_budget_usd", "is_error": True})
+    )
     assert result_from_event(ev, _proc(1)).status == "budget"  # type: ignore[arg-type]
 
 
 def test_claude_missing_says_how_to_install(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    res = mlpipe("run", "predict churn", "-w", str(ws), "--runner", "claude", "--phase", "phase1",
-                 env={"PATH": str(Path(sys.executable).parent)})
+    res = mlpipe(
+        "run",
+        "predict churn",
+        "-w",
+        str(ws),
+        "--runner",
+        "claude",
+        "--phase",
+        "phase1",
+        env={"PATH": str(Path(sys.executable).parent)},
+    )
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [
-        "mlpipe: error: claude not found: install with `npm install -g @anthropic-ai/claude-code` (or `make claude`)"]
+    assert res.stderr.strip().splitlines() == [f"mlpipe: error: {INSTALL_HINT}"]
+    assert "npm install -g @anthropic-ai/claude-code" in INSTALL_HINT
 
 
 @pytest.fixture
@@ -108,8 +153,22 @@ def test_phase1_through_real_claude(fake: FakeAnthropic, tmp_path: Path) -> None
     fake.conversations = [[writes(ws, contract_files()), [text("The phase-1 contract is written.")]]]
     env = fake_env(fake.start(), tmp_path / "home")
     data = churn_csv(tmp_path / "customers.csv", injection=True)
-    res = mlpipe("run", "predict churn", "--data", str(data), "-w", str(ws), "--phase", "phase1",
-                 "--runner", "claude", "--model", "claude-sonnet-4-5", env=env, timeout=240)
+    res = mlpipe(
+        "run",
+        "predict churn",
+        "--data",
+        str(data),
+        "-w",
+        str(ws),
+        "--phase",
+        "phase1",
+        "--runner",
+        "claude",
+        "--model",
+        "claude-sonnet-4-5",
+        env=env,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert (ws / "ml-spec.yaml").read_text().startswith("problem_type: binary_classification")
     rec = phase_rec(ws)
@@ -125,7 +184,9 @@ def test_phase1_through_real_claude(fake: FakeAnthropic, tmp_path: Path) -> None
     assert role in json.dumps(main[0].body["system"]).replace("\\n", "\n")
     assert INJECTION not in json.dumps(main[0].body["system"])
     assert_injection_fenced(json.dumps(main[0].body["messages"]).replace("\\n", "\n"))
-    attempt = ws / ".mlpipe" / "runs" / json.loads((ws / ".mlpipe/state.json").read_text())["run_id"] / "phase1"
+    attempt = (
+        ws / ".mlpipe" / "runs" / json.loads((ws / ".mlpipe/state.json").read_text())["run_id"] / "phase1"
+    )
     transcript = next(attempt.glob("attempt-1*")) / "transcript.log"
     assert '"type":"result"' in transcript.read_text()
 
@@ -135,13 +196,29 @@ def test_claude_gate_failure_then_repair(fake: FakeAnthropic, tmp_path: Path) ->
     ws = (tmp_path / "ws").resolve()
     fake.conversations = [
         [writes(ws, contract_files(REQUIREMENTS_NO_METRICS))],
-        [[tool("Read", file_path=str(ws / "ml-requirements.md"))],  # Claude Code reads before it overwrites
-         [tool("Write", file_path=str(ws / "ml-requirements.md"), content=REQUIREMENTS)]],
+        [
+            [
+                tool("Read", file_path=str(ws / "ml-requirements.md"))
+            ],  # Claude Code reads before it overwrites
+            [tool("Write", file_path=str(ws / "ml-requirements.md"), content=REQUIREMENTS)],
+        ],
     ]
     env = fake_env(fake.start(), tmp_path / "home")
     data = churn_csv(tmp_path / "customers.csv")
-    res = mlpipe("run", "predict churn", "--data", str(data), "-w", str(ws), "--phase", "phase1",
-                 "--runner", "claude", env=env, timeout=300)
+    res = mlpipe(
+        "run",
+        "predict churn",
+        "--data",
+        str(data),
+        "-w",
+        str(ws),
+        "--phase",
+        "phase1",
+        "--runner",
+        "claude",
+        env=env,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     rec = phase_rec(ws)
     assert rec["status"] == "passed" and rec["attempts"] == 2

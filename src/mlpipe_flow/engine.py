@@ -138,7 +138,8 @@ class Engine:
         for attempt in range(1, max_attempts + 1):
             cap, cap_reason = self.budget_left(phase, phase_spent)
             if cap is not None and cap <= 0:
-                rec.status, rec.reason = "budget", f"budget: {cap_reason} is spent; raise it and run again to resume"
+                rec.status = "budget"
+                rec.reason = f"budget: {cap_reason} is spent; raise it and run again to resume"
                 break
             prompt = self.render_prompt(phase, report, attempt, max_attempts)
             run_dir = self.next_run_dir(phase.id)

@@ -60,23 +60,37 @@ class AnthropicRunner:
 
         secrets = {k: os.environ[k] for k in SECRETS if os.environ.get(k)}
         if "ANTHROPIC_API_KEY" not in secrets and "ANTHROPIC_AUTH_TOKEN" not in secrets:
-            raise RunnerError("the anthropic runner needs ANTHROPIC_API_KEY in the environment "
-                              "(or use --runner builtin / claude)")
+            raise RunnerError(
+                "the anthropic runner needs ANTHROPIC_API_KEY in the environment "
+                "(or use --runner builtin / claude)"
+            )
         files = write_task_files(task)
         task_file = files["task_file"]
         data = json.loads(task_file.read_text(encoding="utf-8"))
-        data.update({"max_turns": task.max_turns, "budget_usd": task.budget_usd,
-                     "model": task.model or self.config.model or DEFAULT_MODEL,
-                     "python": self.config.python, "run_dir": str(task.run_dir),
-                     "command_timeout_s": min(600.0, task.timeout_s)})
+        data.update(
+            {
+                "max_turns": task.max_turns,
+                "budget_usd": task.budget_usd,
+                "model": task.model or self.config.model or DEFAULT_MODEL,
+                "python": self.config.python,
+                "run_dir": str(task.run_dir),
+                "command_timeout_s": min(600.0, task.timeout_s),
+            }
+        )
         task_file.write_text(json.dumps(data, indent=2), encoding="utf-8")
         result_file = task.run_dir / RESULT_FILE
         result_file.unlink(missing_ok=True)
         argv = [sys.executable, "-m", "mlpipe_flow.runners.anthropic_agent", str(task_file)]
         env = proc.scrubbed_env(keep=self.config.pass_env, extra=data_env(task.workspace))
-        res = proc.run(argv, cwd=task.workspace, env=env, timeout_s=task.timeout_s,
-                       idle_timeout_s=task.idle_timeout_s, transcript=task.transcript,
-                       stdin_text=json.dumps(secrets))
+        res = proc.run(
+            argv,
+            cwd=task.workspace,
+            env=env,
+            timeout_s=task.timeout_s,
+            idle_timeout_s=task.idle_timeout_s,
+            transcript=task.transcript,
+            stdin_text=json.dumps(secrets),
+        )
         return read_result(result_file, res)
 
 
@@ -87,18 +101,25 @@ def read_result(path: Path, res: proc.ProcResult) -> AgentResult:
         r = None
     if not isinstance(r, dict):
         last = next((ln for ln in reversed(res.output.splitlines()) if ln.strip()), "")
-        return AgentResult(status="timeout" if res.timed_out or res.idle_killed else "error",
-                           message=f"anthropic agent: no result ({res.describe()})" + (f": {last[:200]}" if last else ""),
-                           duration_s=res.duration_s)
+        return AgentResult(
+            status="timeout" if res.timed_out or res.idle_killed else "error",
+            message=f"anthropic agent: no result ({res.describe()})" + (f": {last[:200]}" if last else ""),
+            duration_s=res.duration_s,
+        )
     status = r.get("status", "error")
     if status == "ok" and not res.ok:
         status = "timeout" if res.timed_out or res.idle_killed else "error"
-    return AgentResult(status=status, message=str(r.get("message", "")),
-                       tokens_in=int(r.get("tokens_in", 0)), tokens_out=int(r.get("tokens_out", 0)),
-                       cache_read_tokens=int(r.get("cache_read_tokens", 0)),
-                       cache_write_tokens=int(r.get("cache_write_tokens", 0)),
-                       cost_usd=float(r.get("cost_usd", 0.0)), turns=int(r.get("turns", 0)),
-                       duration_s=res.duration_s)
+    return AgentResult(
+        status=status,
+        message=str(r.get("message", "")),
+        tokens_in=int(r.get("tokens_in", 0)),
+        tokens_out=int(r.get("tokens_out", 0)),
+        cache_read_tokens=int(r.get("cache_read_tokens", 0)),
+        cache_write_tokens=int(r.get("cache_write_tokens", 0)),
+        cost_usd=float(r.get("cost_usd", 0.0)),
+        turns=int(r.get("turns", 0)),
+        duration_s=res.duration_s,
+    )
 
 
 # -- the child ------------------------------------------------------------------------------
@@ -125,12 +146,17 @@ def run_loop(task: dict[str, Any], secrets: dict[str, str], log: Any = sys.stdou
     _, known = price_for(model)
     if not known:
         print(f"note: no price for model {model!r}; costing it as {DEFAULT_MODEL}", file=log, flush=True)
-    client = anthropic.Anthropic(api_key=secrets.get("ANTHROPIC_API_KEY"),
-                                 auth_token=secrets.get("ANTHROPIC_AUTH_TOKEN"),
-                                 base_url=secrets.get("ANTHROPIC_BASE_URL") or None,
-                                 max_retries=MAX_RETRIES)
-    sandbox = Sandbox(Path(task["workspace"]), command_timeout_s=float(task.get("command_timeout_s", 300)),
-                      python=task.get("python"))
+    client = anthropic.Anthropic(
+        api_key=secrets.get("ANTHROPIC_API_KEY"),
+        auth_token=secrets.get("ANTHROPIC_AUTH_TOKEN"),
+        base_url=secrets.get("ANTHROPIC_BASE_URL") or None,
+        max_retries=MAX_RETRIES,
+    )
+    sandbox = Sandbox(
+        Path(task["workspace"]),
+        command_timeout_s=float(task.get("command_timeout_s", 300)),
+        python=task.get("python"),
+    )
     role = Path(task["role_file"]).read_text(encoding="utf-8")
     prompt = Path(task["prompt_file"]).read_text(encoding="utf-8")
     system = [{"type": "text", "text": f"{role.rstrip()}\n\n{WORKING_RULES}", "cache_control": EPHEMERAL}]
@@ -139,9 +165,17 @@ def run_loop(task: dict[str, Any], secrets: dict[str, str], log: Any = sys.stdou
     messages: list[dict[str, Any]] = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
     budget = task.get("budget_usd")
     max_turns = int(task.get("max_turns") or 40)
-    totals = {"tokens_in": 0, "tokens_out": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
-              "cost_usd": 0.0, "turns": 0}
-    last_turn_cost = usage_cost(model, {"cache_creation_input_tokens": len(json.dumps([system, tools, messages])) // 4})
+    totals = {
+        "tokens_in": 0,
+        "tokens_out": 0,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost_usd": 0.0,
+        "turns": 0,
+    }
+    last_turn_cost = usage_cost(
+        model, {"cache_creation_input_tokens": len(json.dumps([system, tools, messages])) // 4}
+    )
 
     def done(status: str, message: str) -> dict[str, Any]:
         print(f"{status}: {message}", file=log, flush=True)
@@ -151,26 +185,48 @@ def run_loop(task: dict[str, Any], secrets: dict[str, str], log: Any = sys.stdou
         if totals["turns"] >= max_turns:
             return done("error", f"turn limit reached ({max_turns} turns) before the agent finished")
         if budget is not None and totals["cost_usd"] + last_turn_cost > budget:
-            return done("budget", f"budget cap ${budget:.4f}: spent ${totals['cost_usd']:.4f}, the next turn "
-                                  f"would cost about ${last_turn_cost:.4f}")
+            return done(
+                "budget",
+                f"budget cap ${budget:.4f}: spent ${totals['cost_usd']:.4f}, the next turn "
+                f"would cost about ${last_turn_cost:.4f}",
+            )
         try:
-            with client.messages.stream(model=model, max_tokens=MAX_TOKENS, system=system, tools=tools,
-                                        messages=with_cache_breakpoint(messages)) as stream:
+            request: dict[str, Any] = {
+                "model": model,
+                "max_tokens": MAX_TOKENS,
+                "system": system,
+                "tools": tools,
+                "messages": with_cache_breakpoint(messages),
+            }
+            with client.messages.stream(**request) as stream:
                 msg = stream.get_final_message()
         except anthropic.APIError as e:
             return done("error", f"API error after the SDK's retries: {type(e).__name__}: {str(e)[:300]}")
         u = msg.usage.model_dump() if msg.usage else {}
         cost = usage_cost(model, u)
         totals["turns"] += 1
-        totals["tokens_in"] += int(u.get("input_tokens") or 0) + int(u.get("cache_creation_input_tokens") or 0) \
+        totals["tokens_in"] += (
+            int(u.get("input_tokens") or 0)
+            + int(u.get("cache_creation_input_tokens") or 0)
             + int(u.get("cache_read_input_tokens") or 0)
+        )
         totals["tokens_out"] += int(u.get("output_tokens") or 0)
         totals["cache_read_tokens"] += int(u.get("cache_read_input_tokens") or 0)
         totals["cache_write_tokens"] += int(u.get("cache_creation_input_tokens") or 0)
         totals["cost_usd"] = round(totals["cost_usd"] + cost, 8)
         last_turn_cost = cost
-        print(json.dumps({"turn": totals["turns"], "stop_reason": msg.stop_reason, "usage": u,
-                          "cost_usd": round(cost, 6)}), file=log, flush=True)
+        print(
+            json.dumps(
+                {
+                    "turn": totals["turns"],
+                    "stop_reason": msg.stop_reason,
+                    "usage": u,
+                    "cost_usd": round(cost, 6),
+                }
+            ),
+            file=log,
+            flush=True,
+        )
         content = [b.model_dump(exclude_none=True) for b in msg.content]
         messages.append({"role": "assistant", "content": content})
         uses = [b for b in msg.content if b.type == "tool_use"]
@@ -183,10 +239,15 @@ def run_loop(task: dict[str, Any], secrets: dict[str, str], log: Any = sys.stdou
         results = []
         for b in uses:
             try:
-                out, is_error = sandbox.call(b.name, dict(b.input) if isinstance(b.input, dict) else {}), False
+                out, is_error = (
+                    sandbox.call(b.name, dict(b.input) if isinstance(b.input, dict) else {}),
+                    False,
+                )
             except ToolError as e:
                 out, is_error = str(e), True
-            print(json.dumps({"tool": b.name, "is_error": is_error, "output": out[:300]}), file=log, flush=True)
+            print(
+                json.dumps({"tool": b.name, "is_error": is_error, "output": out[:300]}), file=log, flush=True
+            )
             results.append({"type": "tool_result", "tool_use_id": b.id, "content": out, "is_error": is_error})
         messages.append({"role": "user", "content": results})
 

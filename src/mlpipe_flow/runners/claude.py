@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpipe_flow import proc
 from mlpipe_flow.errors import RunnerError
-from mlpipe_flow.runners import AgentResult, AgentTask
+from mlpipe_flow.runners import AgentResult, AgentStatus, AgentTask
 from mlpipe_flow.runners.command import data_env, write_task_files
 
 if TYPE_CHECKING:
@@ -30,9 +30,20 @@ CLAUDE_SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOK
 
 def build_argv(task: AgentTask, config: Config | None = None, executable: str = "claude") -> list[str]:
     """The claude argv for a task: a pure function, nothing is run."""
-    argv = [executable, "-p", task.prompt, "--output-format", "stream-json", "--verbose",
-            "--append-system-prompt", task.role_prompt,
-            "--permission-mode", "acceptEdits", "--max-turns", str(task.max_turns)]
+    argv = [
+        executable,
+        "-p",
+        task.prompt,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--append-system-prompt",
+        task.role_prompt,
+        "--permission-mode",
+        "acceptEdits",
+        "--max-turns",
+        str(task.max_turns),
+    ]
     if task.allowed_tools:
         argv += ["--allowedTools", ",".join(task.allowed_tools)]
     if task.budget_usd is not None:
@@ -89,7 +100,10 @@ def parse_stream_line(line: str) -> StreamEvent | None:
     if not isinstance(text, str):
         text = "; ".join(map(str, errors)) if isinstance(errors, list) else ""
     return ResultEvent(
-        kind=kind, subtype=subtype, raw=data, is_error=bool(data.get("is_error", False)),
+        kind=kind,
+        subtype=subtype,
+        raw=data,
+        is_error=bool(data.get("is_error", False)),
         total_cost_usd=float(data.get("total_cost_usd") or 0.0),
         num_turns=int(data.get("num_turns") or 0),
         input_tokens=int(usage.get("input_tokens") or 0),
@@ -105,9 +119,12 @@ def result_from_event(event: ResultEvent | None, res: proc.ProcResult) -> AgentR
     if event is None:
         why = res.describe() if not res.ok else "exited without a result line"
         last = next((ln for ln in reversed(res.output.splitlines()) if ln.strip()), "")
-        return AgentResult(status="timeout" if res.timed_out or res.idle_killed else "error",
-                           message=f"claude: no result line ({why})" + (f": {last[:200]}" if last else ""),
-                           duration_s=res.duration_s)
+        return AgentResult(
+            status="timeout" if res.timed_out or res.idle_killed else "error",
+            message=f"claude: no result line ({why})" + (f": {last[:200]}" if last else ""),
+            duration_s=res.duration_s,
+        )
+    status: AgentStatus
     if event.success and res.ok:
         status = "ok"
     elif "budget" in event.subtype:
@@ -118,11 +135,16 @@ def result_from_event(event: ResultEvent | None, res: proc.ProcResult) -> AgentR
     if status != "ok" and event.text:
         message += f": {event.text[:200]}"
     return AgentResult(
-        status=status, message=message,
+        status=status,
+        message=message,
         tokens_in=event.input_tokens + event.cache_creation_input_tokens + event.cache_read_input_tokens,
-        tokens_out=event.output_tokens, cache_read_tokens=event.cache_read_input_tokens,
-        cache_write_tokens=event.cache_creation_input_tokens, cost_usd=event.total_cost_usd,
-        turns=event.num_turns, duration_s=res.duration_s)
+        tokens_out=event.output_tokens,
+        cache_read_tokens=event.cache_read_input_tokens,
+        cache_write_tokens=event.cache_creation_input_tokens,
+        cost_usd=event.total_cost_usd,
+        turns=event.num_turns,
+        duration_s=res.duration_s,
+    )
 
 
 class ClaudeRunner:
@@ -138,9 +160,14 @@ class ClaudeRunner:
         write_task_files(task)
         argv = build_argv(task, self.config, executable=exe)
         keep = [*CLAUDE_SECRETS, *self.config.pass_env]
-        env = proc.scrubbed_env(keep=keep, extra={"MLPIPE_PHASE": task.phase,
-                                                  "MLPIPE_WORKSPACE": str(task.workspace),
-                                                  **data_env(task.workspace)})
+        env = proc.scrubbed_env(
+            keep=keep,
+            extra={
+                "MLPIPE_PHASE": task.phase,
+                "MLPIPE_WORKSPACE": str(task.workspace),
+                **data_env(task.workspace),
+            },
+        )
         env = {k: v for k, v in env.items() if k not in CLAUDE_SECRETS or os.environ.get(k)}
         found: list[ResultEvent] = []
 
@@ -153,6 +180,13 @@ class ClaudeRunner:
                     if isinstance(block, dict) and block.get("type") == "tool_use":
                         display.emit("agent_tool", phase=task.phase, tool=block.get("name"))
 
-        res = proc.run(argv, cwd=task.workspace, env=env, timeout_s=task.timeout_s,
-                       idle_timeout_s=task.idle_timeout_s, transcript=task.transcript, on_line=on_line)
+        res = proc.run(
+            argv,
+            cwd=task.workspace,
+            env=env,
+            timeout_s=task.timeout_s,
+            idle_timeout_s=task.idle_timeout_s,
+            transcript=task.transcript,
+            on_line=on_line,
+        )
         return result_from_event(found[-1] if found else None, res)

@@ -19,26 +19,71 @@ from typing import Any
 
 from mlpipe_flow import proc
 
-ALLOWED_COMMANDS = frozenset({"python", "python3", "pytest", "ls", "cat", "head", "tail", "wc",
-                              "grep", "diff", "sort", "uniq", "echo", "true"})
+ALLOWED_COMMANDS = frozenset(
+    {
+        "python",
+        "python3",
+        "pytest",
+        "ls",
+        "cat",
+        "head",
+        "tail",
+        "wc",
+        "grep",
+        "diff",
+        "sort",
+        "uniq",
+        "echo",
+        "true",
+    }
+)
 MAX_READ = 100_000
 MAX_LIST = 500
 
 TOOLS: list[dict[str, Any]] = [
-    {"name": "read_file", "description": "Read a UTF-8 text file in the workspace.",
-     "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}},
-    {"name": "write_file", "description": "Create or overwrite a file in the workspace (parents created).",
-     "input_schema": {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-                      "required": ["path", "content"]}},
-    {"name": "edit_file", "description": "Replace one exact, unique occurrence of old_text with new_text.",
-     "input_schema": {"type": "object", "properties": {"path": {"type": "string"}, "old_text": {"type": "string"},
-                                                       "new_text": {"type": "string"}},
-                      "required": ["path", "old_text", "new_text"]}},
-    {"name": "list_files", "description": "List files under a folder of the workspace (recursive).",
-     "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}},
-    {"name": "run_command", "description": "Run a command (no shell) in the workspace. Allowed executables: "
-     + ", ".join(sorted(ALLOWED_COMMANDS)) + ".",
-     "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}},
+    {
+        "name": "read_file",
+        "description": "Read a UTF-8 text file in the workspace.",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    },
+    {
+        "name": "write_file",
+        "description": "Create or overwrite a file in the workspace (parents created).",
+        "input_schema": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+            "required": ["path", "content"],
+        },
+    },
+    {
+        "name": "edit_file",
+        "description": "Replace one exact, unique occurrence of old_text with new_text.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "path": {"type": "string"},
+                "old_text": {"type": "string"},
+                "new_text": {"type": "string"},
+            },
+            "required": ["path", "old_text", "new_text"],
+        },
+    },
+    {
+        "name": "list_files",
+        "description": "List files under a folder of the workspace (recursive).",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+    },
+    {
+        "name": "run_command",
+        "description": "Run a command (no shell) in the workspace. Allowed executables: "
+        + ", ".join(sorted(ALLOWED_COMMANDS))
+        + ".",
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}},
+            "required": ["command"],
+        },
+    },
 ]
 
 
@@ -127,7 +172,9 @@ class Sandbox:
             raise ToolError("empty command")
         exe = argv[0]
         if "/" in exe or exe not in ALLOWED_COMMANDS:
-            raise ToolError(f"refused: {exe!r} is not allowed (allowed: {', '.join(sorted(ALLOWED_COMMANDS))})")
+            raise ToolError(
+                f"refused: {exe!r} is not allowed (allowed: {', '.join(sorted(ALLOWED_COMMANDS))})"
+            )
         for arg in argv[1:]:
             if arg.startswith(("~", "/", "..")) or "/.." in arg or "$" in arg:
                 self.path(arg.split("=", 1)[-1] if arg.startswith("-") else arg)
