@@ -227,3 +227,32 @@ def test_claude_gate_failure_then_repair(fake: FakeAnthropic, tmp_path: Path) ->
     repair_prompt = content_text(repair[0].body["messages"][0]["content"])
     assert "metrics-defined" in repair_prompt and "repair" in repair_prompt
     assert "ROC AUC" in (ws / "ml-requirements.md").read_text()
+
+
+def test_claude_budget_cap_stops_the_phase(fake: FakeAnthropic, tmp_path: Path) -> None:
+    need_claude()
+    ws = (tmp_path / "ws").resolve()
+    fake.conversations = [[writes(ws, contract_files())]]
+    env = fake_env(fake.start(), tmp_path / "home")
+    data = churn_csv(tmp_path / "customers.csv")
+    res = mlpipe(
+        "run",
+        "predict churn",
+        "--data",
+        str(data),
+        "-w",
+        str(ws),
+        "--phase",
+        "phase1",
+        "--runner",
+        "claude",
+        "--budget-usd",
+        "0.01",
+        env=env,
+        timeout=240,
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    rec = phase_rec(ws)
+    assert rec["status"] == "budget" and "run budget of $0.01" in rec["reason"]
+    assert "error_max_budget_usd" in rec["reason"] and rec["attempts"] == 1
+    assert rec["cost_usd"] > 0.01  # claude's first turn overshoots; the phase stops after it
