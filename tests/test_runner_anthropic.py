@@ -233,3 +233,57 @@ def test_sandbox_escape_attempts_are_refused(fake: FakeAnthropic, tmp_path: Path
     assert FAKE_KEY not in everything and "TOP-SECRET" not in everything
     assert phase_rec(ws)["status"] == "failed"
     assert json.loads((ws / ".mlpipe" / "state.json").read_text())  # untouched by the edit attempt
+
+
+def test_fake_api_plain_json_count_tokens_and_sdk_retries(fake: FakeAnthropic) -> None:
+    import anthropic
+
+    fake.conversations = [[[text("hello")]]]
+    fake.errors = [429, 500]
+    client = anthropic.Anthropic(api_key=FAKE_KEY, base_url=fake.start(), max_retries=3)
+    tools = [{"name": "noop", "description": "d", "input_schema": {"type": "object"}}]
+    msg = client.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=50,
+        tools=tools,  # type: ignore[list-item]
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    assert msg.content[0].text == "hello" and msg.usage.output_tokens == fake.output_tokens  # type: ignore[union-attr]
+    assert [(r.kind, r.status) for r in fake.requests] == [("error", 429), ("error", 500), ("main", 200)]
+    n = client.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}])
+    assert n.input_tokens > 0 and fake.requests[-1].kind == "count_tokens"
+    side = client.messages.create(
+        model="claude-haiku-4-5", max_tokens=20, messages=[{"role": "user", "content": "title?"}]
+    )
+    assert side.content and fake.requests[-1].kind == "side" and len(fake.main) == 1
+
+
+def test_turn_limit_stops_the_loop(fake: FakeAnthropic, tmp_path: Path) -> None:
+    from mlpipe_flow.runners.anthropic_loop import run_loop
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (tmp_path / "role.md").write_text("You are a tester.")
+    (tmp_path / "prompt.md").write_text("list forever")
+    fake.conversations = [[[tool("list_files")]] * 5]
+    task = {
+        "workspace": str(ws),
+        "role_file": str(tmp_path / "role.md"),
+        "max_turns": 2,
+        "prompt_file": str(tmp_path / "prompt.md"),
+        "model": "claude-haiku-4-5",
+    }
+    with (tmp_path / "log.txt").open("w") as log:
+        r = run_loop(task, {"ANTHROPIC_API_KEY": FAKE_KEY, "ANTHROPIC_BASE_URL": fake.start()}, log=log)
+    assert r["status"] == "error" and "turn limit" in r["message"] and r["turns"] == 2
+    assert len(fake.main) == 2 and r["cost_usd"] > 0
+
+
+def test_missing_key_is_one_line(tmp_path: Path) -> None:
+    env = {"ANTHROPIC_API_KEY": "", "ANTHROPIC_AUTH_TOKEN": ""}
+    res = run_phase1(tmp_path / "ws", churn_csv(tmp_path / "customers.csv"), env)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "mlpipe: error: the anthropic runner needs ANTHROPIC_API_KEY in the environment "
+        "(or use --runner builtin / claude)"
+    ]
