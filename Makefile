@@ -1,5 +1,7 @@
 # make demo : build .venv from nothing, then run the whole workflow on the example data, offline
 # make test : build .venv from nothing (with the Claude Code CLI from npm), run the whole suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,8 +15,8 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[ml,dev]'
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { grep -v 'is ignored' || true; }
+	$(BIN)/python -m pip install -q -e '.[ml,dev]' 2>&1 | { grep -v 'is ignored' || true; }
 	touch $@
 
 # the real Claude Code CLI, installed into the project's own folder for the runner tests

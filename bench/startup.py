@@ -50,7 +50,8 @@ def main() -> None:
         t_help = median_wall([sys.executable, "-m", "mlpipe_flow", "--help"], n)
         t_phases = median_wall([sys.executable, "-m", "mlpipe_flow", "phases"], n)
     print(f"one-command typer app --help : {t_base * 1000:7.1f} ms (median of {n})")
-    print(f"mlpipe --help                : {t_help * 1000:7.1f} ms  ratio {t_help / t_base:.2f} (target <= 1.5)")
+    print(f"mlpipe --help                : {t_help * 1000:7.1f} ms  ratio {t_help / t_base:.2f}"
+          " (target <= 1.5)")
     print(f"mlpipe phases                : {t_phases * 1000:7.1f} ms  ratio {t_phases / t_base:.2f}")
 
 

@@ -11,6 +11,25 @@ HERE = Path(__file__).parent
 REPO = HERE.parent
 SHARED = REPO.parent / "shared" / "datasets"
 FAKE_AGENT = HERE / "fake_agent.py"
+SEED_GATES = HERE / "fixtures" / "seed-gates"
+
+
+def build_seed_workflow(dest: Path, copy: bool = False) -> Path:
+    """The default phases and prompts with the seed's own gates (see fixtures/README.md)."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, src in (("phases", REPO / "phases"), ("prompts", REPO / "prompts"), ("gates", SEED_GATES)):
+        if copy:
+            shutil.copytree(src, dest / name)
+        else:
+            (dest / name).symlink_to(src)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def seed_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_seed_workflow(tmp_path_factory.mktemp("seed-workflow"))
 
 
 def mlpipe(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -22,17 +41,20 @@ def mlpipe(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def use_fake_agent(workspace: Path, **extra: str) -> None:
+def use_fake_agent(workspace: Path, workflow: Path | None = None, **extra: str) -> None:
+    """mlpipe.yaml for the fake agent through the command runner, on the seed-gated workflow."""
     workspace.mkdir(parents=True, exist_ok=True)
     lines = ["runner: command", f"command: '{sys.executable} {FAKE_AGENT} {{task_file}}'"]
+    if workflow is not None:
+        lines.append(f"workflow: {workflow}")
     lines += [f"{k}: {v}" for k, v in extra.items()]
     (workspace / "mlpipe.yaml").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
+def ws(tmp_path: Path, seed_workflow: Path) -> Path:
     w = tmp_path / "ws"
-    use_fake_agent(w)
+    use_fake_agent(w, workflow=seed_workflow)
     return w
 
 

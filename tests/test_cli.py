@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from conftest import use_fake_agent
 from typer.testing import CliRunner
 
+from conftest import build_seed_workflow, use_fake_agent
 from mlpipe_flow.cli import app
 
 runner = CliRunner()
+SEED = build_seed_workflow(Path(tempfile.mkdtemp(prefix="mlpipe-seed-wf-")) / "wf")
+SEEDARG = ["--workflow", str(SEED)]
 
 
 def test_help_everywhere() -> None:
@@ -44,7 +47,7 @@ def test_phases_text() -> None:
 
 
 def test_gate_fails_on_empty_workspace_with_seed_messages(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--json"])
+    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--json", *SEEDARG])
     assert res.exit_code == 1
     report = json.loads(res.output)
     assert report["phase"] == "phase1" and report["passed"] is False
@@ -59,7 +62,7 @@ def test_gate_fails_on_empty_workspace_with_seed_messages(tmp_path: Path) -> Non
 
 def test_gate_text_lines_and_detail_on_failure(tmp_path: Path) -> None:
     (tmp_path / "ml-requirements.md").write_text("We will look at the numbers.\n")
-    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path)])
+    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), *SEEDARG])
     assert res.exit_code == 1
     lines = res.output.splitlines()
     assert any(ln.startswith("ml-requirements.md exists") and ln.endswith("Passed") for ln in lines)
@@ -73,21 +76,22 @@ def test_gate_passes_and_only_and_junit(tmp_path: Path) -> None:
         (tmp_path / name).write_text("accuracy and recall\n")
     (tmp_path / "ml-spec.yaml").write_text("target: y\n")
     junit = tmp_path / "report.xml"
-    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--junit", str(junit)])
+    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--junit", str(junit), *SEEDARG])
     assert res.exit_code == 0, res.output
     assert "Requirements and architecture validated" in res.output
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "5" and suite.get("failures") == "0"
-    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--only", "metrics-defined", "--json"])
+    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--only", "metrics-defined", "--json",
+                              *SEEDARG])
     assert res.exit_code == 0
     assert [c["id"] for c in json.loads(res.output)["checks"]] == ["metrics-defined"]
-    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--only", "nope"])
+    res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--only", "nope", *SEEDARG])
     assert res.exit_code == 2 and "no check 'nope'" in res.output
 
 
 def test_junit_records_failures(tmp_path: Path) -> None:
     junit = tmp_path / "r.xml"
-    res = runner.invoke(app, ["gate", "phase2", "-w", str(tmp_path), "--junit", str(junit)])
+    res = runner.invoke(app, ["gate", "phase2", "-w", str(tmp_path), "--junit", str(junit), *SEEDARG])
     assert res.exit_code == 1
     suite = ET.parse(junit).getroot()
     assert int(suite.get("failures")) >= 6

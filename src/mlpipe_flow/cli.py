@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -38,41 +38,42 @@ app = typer.Typer(
 
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Folder the ML project is built in.")]
 WorkflowOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-    typer.Option("--workflow", help="Workflow folder (phases/, prompts/, gates/); default: the built-in one."),
+    Path | None,
+    typer.Option("--workflow", help="Workflow folder (phases/, prompts/, gates/); default: built-in."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _workflow(path: Path | None) -> Any:
+def _setup(workspace: Path, workflow: Path | None, flags: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The configuration (file < env < flags) and the workflow it names."""
+    from mlpipe_flow.config import load_config
     from mlpipe_flow.workflow import load_workflow
 
-    return load_workflow(path)
+    config = load_config(workspace, flags)
+    return config, load_workflow(config.workflow_dir(workspace, workflow))
 
 
 @app.command()
 def run(
     problem: Annotated[str, typer.Argument(help='The ML problem, e.g. "predict customer churn".')],
-    data: Annotated[Optional[str], typer.Option(help="A CSV/Parquet file or a database URL.")] = None,  # noqa: UP045
-    target: Annotated[Optional[str], typer.Option(help="The column to predict.")] = None,  # noqa: UP045
+    data: Annotated[str | None, typer.Option(help="A CSV/Parquet file or a database URL.")] = None,
+    target: Annotated[str | None, typer.Option(help="The column to predict.")] = None,
     workspace: WorkspaceOpt = Path("."),
-    runner: Annotated[Optional[str], typer.Option(help="builtin, command, claude or anthropic.")] = None,  # noqa: UP045
-    phase: Annotated[Optional[str], typer.Option("--phase", help="Run just this phase (e.g. in a CI job).")] = None,  # noqa: UP045
-    from_phase: Annotated[Optional[str], typer.Option("--from", help="Re-run this phase and every later one.")] = None,  # noqa: UP045
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run; the old state is kept aside.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Run a phase whose prerequisites have not passed.")] = False,
-    max_attempts: Annotated[Optional[int], typer.Option(help="Attempts per phase (overrides the phase's).", min=1)] = None,  # noqa: UP045
-    model: Annotated[Optional[str], typer.Option(help="Model name for LLM runners.")] = None,  # noqa: UP045
+    runner: Annotated[str | None, typer.Option(help="builtin, command, claude or anthropic.")] = None,
+    phase: Annotated[str | None, typer.Option("--phase", help="Run just this phase (a CI job).")] = None,
+    from_phase: Annotated[str | None, typer.Option("--from", help="Re-run this phase and all later.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run; old state kept aside.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run a phase whose prerequisite failed.")] = False,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts per phase (overrides).", min=1)] = None,
+    model: Annotated[str | None, typer.Option(help="Model name for LLM runners.")] = None,
     json_lines: JsonOpt = False,
     workflow: WorkflowOpt = None,
 ) -> None:
     """Run the workflow: every phase in order, gated; resumes when state exists."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.display import make_display
     from mlpipe_flow.engine import Engine, RunOptions
 
-    wf = _workflow(workflow)
-    config = load_config(workspace, {"runner": runner, "max_attempts": max_attempts, "model": model})
+    config, wf = _setup(workspace, workflow, {"runner": runner, "max_attempts": max_attempts, "model": model})
     display = make_display(json_lines)
     opts = RunOptions(problem=problem, workspace=workspace, data=data, target=target, phase=phase,
                       from_phase=from_phase, fresh=fresh, force=force)
@@ -86,26 +87,24 @@ def run(
 def gate(
     phase: Annotated[str, typer.Argument(help="Phase id, e.g. phase3.")],
     workspace: WorkspaceOpt = Path("."),
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this check (repeatable).")] = None,  # noqa: UP045
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check (repeatable).")]
+    = None,
     json_out: JsonOpt = False,
-    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report.")] = None,  # noqa: UP045
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write a JUnit XML report.")] = None,
     workflow: WorkflowOpt = None,
 ) -> None:
     """Re-check one phase's gate against the workspace; exit 0 when it passes, 1 when not."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.display import NullDisplay, PlainDisplay
+    from mlpipe_flow.errors import UsageError
     from mlpipe_flow.gate import run_gate
     from mlpipe_flow.reports import gate_json, write_junit
     from mlpipe_flow.state import StateStore
 
-    wf = _workflow(workflow)
-    ph = wf.phase(phase)
     ws = workspace.resolve()
     if not ws.is_dir():
-        from mlpipe_flow.errors import UsageError
-
         raise UsageError(f"workspace {workspace} does not exist")
-    config = load_config(ws)
+    config, wf = _setup(ws, workflow)
+    ph = wf.phase(phase)
     state = StateStore(ws).load()
     data: dict[str, Any] = {"target": state.target if state else None}
     if state and state.data:
@@ -123,9 +122,10 @@ def gate(
 
 
 @app.command()
-def phases(json_out: JsonOpt = False, workflow: WorkflowOpt = None) -> None:
+def phases(json_out: JsonOpt = False, workspace: WorkspaceOpt = Path("."),
+           workflow: WorkflowOpt = None) -> None:
     """List the workflow's phases."""
-    wf = _workflow(workflow)
+    _, wf = _setup(workspace, workflow)
     rows = [{"id": p.id, "name": p.name, "progress_start": p.progress_start,
              "progress_end": p.progress_end, "agent": p.agent, "gate": p.gate,
              "token_estimate": p.token_estimate, "max_attempts": p.max_attempts} for p in wf.phases]
@@ -143,22 +143,21 @@ def phases(json_out: JsonOpt = False, workflow: WorkflowOpt = None) -> None:
 def render(
     phase: Annotated[str, typer.Argument(help="Phase id.")],
     problem: Annotated[str, typer.Argument(help="The ML problem.")],
-    data: Annotated[Optional[str], typer.Option(help="A CSV/Parquet file or a database URL.")] = None,  # noqa: UP045
-    target: Annotated[Optional[str], typer.Option(help="The column to predict.")] = None,  # noqa: UP045
+    data: Annotated[str | None, typer.Option(help="A CSV/Parquet file or a database URL.")] = None,
+    target: Annotated[str | None, typer.Option(help="The column to predict.")] = None,
     workspace: WorkspaceOpt = Path("."),
     workflow: WorkflowOpt = None,
 ) -> None:
     """Print the prompt a phase would send, without running anything."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.display import NullDisplay
     from mlpipe_flow.engine import Engine, RunOptions
     from mlpipe_flow.state import DataRef, RunState, StateStore
 
-    wf = _workflow(workflow)
-    ph = wf.phase(phase)
     ws = workspace.resolve()
-    engine = Engine(wf, load_config(ws) if ws.is_dir() else load_config(Path("/nonexistent")),
-                    NullDisplay(), RunOptions(problem=problem, workspace=ws, data=data, target=target))
+    config, wf = _setup(ws, workflow)
+    ph = wf.phase(phase)
+    engine = Engine(wf, config, NullDisplay(),
+                    RunOptions(problem=problem, workspace=ws, data=data, target=target))
     state = StateStore(ws).load() if ws.is_dir() else None
     if state is None or state.problem != problem:
         state = RunState(run_id="(render)", problem=problem, target=target, runner="-",
@@ -179,19 +178,18 @@ def render(
 def status(workspace: WorkspaceOpt = Path("."), json_out: JsonOpt = False,
            workflow: WorkflowOpt = None) -> None:
     """Show the workspace's run: progress, phases, tokens, cost, and where settings came from."""
-    from mlpipe_flow.config import load_config
     from mlpipe_flow.reports import status_json, status_text
     from mlpipe_flow.state import StateStore
 
     ws = workspace.resolve()
     state = StateStore(ws).load() if ws.is_dir() else None
-    config = load_config(ws)
+    config, wf = _setup(ws, workflow)
     if json_out:
         import json
 
         print(json.dumps(status_json(state, config), indent=2))
         return
-    print(status_text(state, config, _workflow(workflow), ws))
+    print(status_text(state, config, wf, ws))
 
 
 @app.command()

@@ -35,12 +35,13 @@ class Settings(BaseModel):
     python: str = Field(default=sys.executable, description="interpreter for gates and workspace tests")
     pass_env: list[str] = Field(default_factory=list, description="secret-like variables to pass on")
     memory: bool = True
+    workflow: str | None = Field(default=None, description="workflow folder (relative: to the workspace)")
 
 
 ENV_PREFIX = "MLPIPE_"
 ENV_FIELDS = {
     "runner", "command", "prompt_via", "model", "max_attempts", "timeout_s",
-    "idle_timeout_s", "budget_usd", "python", "memory",
+    "idle_timeout_s", "budget_usd", "python", "memory", "workflow",
 }
 
 
@@ -51,6 +52,14 @@ class Config:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.settings, name)
+
+    def workflow_dir(self, workspace: Path, flag: Path | None = None) -> Path | None:
+        """--workflow, else `workflow:` from the config (relative to the workspace), else None."""
+        if flag is not None:
+            return flag
+        if self.settings.workflow:
+            return (workspace / self.settings.workflow).resolve()
+        return None
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return {k: {"value": getattr(self.settings, k), "source": self.sources.get(k, "default")}

@@ -116,9 +116,8 @@ class Engine:
                 state.status = "interrupted"
                 self.store.save(state)
                 raise
-            state.status = "passed" if state.progress == 100 or explicit else "running"
-            if all(state.phase(p.id).status == "passed" for p in self.wf.phases):
-                state.status = "passed"
+            done = all(state.phase(p.id).status == "passed" for p in self.wf.phases)
+            state.status = "passed" if done else "incomplete"
             self.store.save(state)
             self.finish()
             return state
@@ -156,7 +155,7 @@ class Engine:
             atomic_write(run_dir / "gate.json", report.model_dump_json(indent=2))
             if report.passed:
                 rec.status, rec.finished_at = "passed", now()
-                rec.output_hashes = hash_outputs(self.ws, phase.expected_outputs)
+                rec.output_hashes = self.hash_outputs(phase)
                 self.advance()
                 self.store.save(self.state)
                 self.display.emit("phase_passed", phase=phase.id, progress=self.state.progress,
@@ -202,7 +201,7 @@ class Engine:
                                  f"run `mlpipe run` without --phase/--from, or pass --force")
 
     def still_passes(self, phase: Phase, rec: PhaseRecord) -> bool:
-        if hash_outputs(self.ws, phase.expected_outputs) != rec.output_hashes:
+        if self.hash_outputs(phase) != rec.output_hashes:
             self.display.emit("warning", message=f"{phase.id}: outputs changed since it passed; "
                               "running it again")
             return False
@@ -229,10 +228,18 @@ class Engine:
             state.runner = self.config.runner
             if self.opts.target:
                 state.target = self.opts.target
-            return state
-        return RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
-                        runner=self.config.runner, model=self.config.model,
-                        workflow=str(self.wf.root), phases=[])
+        else:
+            state = RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
+                             runner=self.config.runner, model=self.config.model,
+                             workflow=str(self.wf.root), phases=[])
+        known = {rec.id: rec for rec in state.phases}
+        state.phases = [known.pop(p.id) if p.id in known else PhaseRecord(id=p.id) for p in self.wf.phases]
+        state.phases += known.values()  # records of phases this workflow no longer has
+        return state
+
+    def hash_outputs(self, phase: Phase) -> dict[str, str]:
+        others = [o.path for p in self.wf.phases if p.id != phase.id for o in p.expected_outputs]
+        return hash_outputs(self.ws, phase.expected_outputs, exclude=others)
 
     def advance(self) -> None:
         """Progress is the end of the last phase in the unbroken run of passed phases."""
@@ -317,7 +324,7 @@ class Engine:
             return None
         try:
             with (self.ws / d.staged).open(encoding="utf-8", errors="replace") as f:
-                return "".join(line[:500] for _, line in zip(range(lines), f)).rstrip("\n")
+                return "".join(line[:500] for _, line in zip(range(lines), f, strict=False)).rstrip("\n")
         except OSError:
             return None
 
@@ -350,7 +357,7 @@ class Engine:
 
 
 def summary_text(wf: Workflow, state: RunState, workspace: Path) -> str:
-    phases = []
+    phases: list[dict[str, Any]] = []
     for p in wf.phases:
         rec = state.phase(p.id)
         phases.append({"id": p.id, "name": p.name, "status": rec.status, "attempts": rec.attempts,

@@ -62,7 +62,8 @@ def run_gate(
         known = {c.id for c in checks}
         unknown = [o for o in only if o not in known]
         if unknown:
-            raise UsageError(f"gate {phase.gate} has no check '{unknown[0]}' (checks: {', '.join(sorted(known))})")
+            raise UsageError(f"gate {phase.gate} has no check '{unknown[0]}' "
+                             f"(checks: {', '.join(sorted(known))})")
         checks = [c for c in checks if c.id in only]
     started = time.monotonic()
     results: list[CheckResult] = []

@@ -112,7 +112,9 @@ def describe_validation_error(
     source: Path | str, err: ValidationError, model: type[BaseModel], loc_prefix: str = ""
 ) -> str:
     """One line naming the file, the field, and what is allowed."""
-    first = err.errors()[0]
+    errors = err.errors()
+    # an unknown field usually explains a "missing" one (a typo): name it first
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = loc_prefix + (".".join(str(p) for p in first["loc"]) or "(top level)")
     kind = first["type"]
     if kind == "extra_forbidden":

@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -69,7 +69,7 @@ class RunState(Record):
     runner: str
     model: str | None = None
     workflow: str
-    status: Literal["running", "passed", "failed", "interrupted"] = "running"
+    status: Literal["running", "passed", "failed", "incomplete", "interrupted"] = "running"
     progress: int = 0
     created_at: str = Field(default_factory=now)
     updated_at: str = Field(default_factory=now)
@@ -187,7 +187,14 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def output_files(workspace: Path, outputs: list[ExpectedOutput]) -> Iterator[Path]:
+def output_files(workspace: Path, outputs: list[ExpectedOutput],
+                 exclude: Sequence[str] = ()) -> Iterator[Path]:
+    """The files of a phase's outputs; `exclude` holds paths other phases own (a later phase's
+    file inside this phase's folder, like airflow_dags/continuous_training.py)."""
+
+    def excluded(rel: str) -> bool:
+        return any(rel == x.rstrip("/") or (x.endswith("/") and rel.startswith(x)) for x in exclude)
+
     for out in outputs:
         p = workspace / out.path.rstrip("/")
         if p.is_file():
@@ -195,12 +202,15 @@ def output_files(workspace: Path, outputs: list[ExpectedOutput]) -> Iterator[Pat
         elif p.is_dir():
             for f in sorted(p.rglob("*")):
                 rel_parts = f.relative_to(workspace).parts
-                if f.is_file() and not SKIP_PARTS.intersection(rel_parts) and f.suffix != ".pyc":
+                if (f.is_file() and not SKIP_PARTS.intersection(rel_parts) and f.suffix != ".pyc"
+                        and not excluded(f.relative_to(workspace).as_posix())):
                     yield f
 
 
-def hash_outputs(workspace: Path, outputs: list[ExpectedOutput]) -> dict[str, str]:
-    hashes = {f.relative_to(workspace).as_posix(): file_sha256(f) for f in output_files(workspace, outputs)}
+def hash_outputs(workspace: Path, outputs: list[ExpectedOutput],
+                 exclude: Sequence[str] = ()) -> dict[str, str]:
+    hashes = {f.relative_to(workspace).as_posix(): file_sha256(f)
+              for f in output_files(workspace, outputs, exclude)}
     for out in outputs:
         if not (workspace / out.path.rstrip("/")).exists():
             hashes[out.path] = "missing"

@@ -37,7 +37,7 @@ def pytest(ctx: CheckContext, params: PytestParams) -> CheckResult:
             for n, word in found:
                 counts["error" if word == "errors" else word] = int(n)
             break
-    evidence = {"command": " ".join(argv[1:]), "exit": res.returncode, **counts}
+    evidence: dict[str, object] = {"command": " ".join(argv[1:]), "exit": res.returncode, **counts}
     if not res.ok:
         tail = [ln for ln in res.output.splitlines() if ln.strip()][-15:]
         evidence["output_tail"] = tail

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from mlpipe_flow import proc
 from mlpipe_flow.errors import DataError
 from mlpipe_flow.runners import AgentResult, AgentTask
-from mlpipe_flow.runners.command import write_task_files
+from mlpipe_flow.runners.command import data_env, write_task_files
 
 if TYPE_CHECKING:
     from mlpipe_flow.config import Config
@@ -29,7 +29,7 @@ class BuiltinRunner:
     def run(self, task: AgentTask, display: Display) -> AgentResult:
         files = write_task_files(task)
         argv = [self.python, "-m", "mlpipe_flow.builtin", str(files["task_file"])]
-        env = proc.scrubbed_env(keep=["MLPIPE_DATA_URL"], extra={"PYTHONDONTWRITEBYTECODE": "1"})
+        env = proc.scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1", **data_env(task.workspace)})
         res = proc.run(argv, cwd=task.workspace, env=env, timeout_s=task.timeout_s,
                        idle_timeout_s=task.idle_timeout_s, transcript=task.transcript)
         if res.ok:
@@ -39,7 +39,6 @@ class BuiltinRunner:
             # the data cannot be used as asked (no such target, an empty file, ...): a usage
             # error for the person at the keyboard, not something a repair attempt can fix
             raise DataError(last[len(USER_ERROR_PREFIX):].strip())
-        last = next((ln for ln in reversed(res.output.splitlines()) if ln.strip()), "")
-        status = "timeout" if res.timed_out or res.idle_killed else "error"
-        return AgentResult(status=status, message=f"builtin agent: {res.describe()}: {last[:300]}",
+        return AgentResult(status="timeout" if res.timed_out or res.idle_killed else "error",
+                           message=f"builtin agent: {res.describe()}: {last[:300]}",
                            duration_s=res.duration_s)

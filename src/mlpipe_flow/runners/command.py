@@ -40,6 +40,14 @@ def write_task_files(task: AgentTask) -> dict[str, Path]:
     return {"prompt_file": task.prompt_file, "role_file": role_file, "task_file": task_file}
 
 
+def data_env(workspace: Path) -> dict[str, str]:
+    """A database URL reaches the agent's code only as MLPIPE_DATA_URL, never in a prompt."""
+    from mlpipe_flow.data import data_url
+
+    url = data_url(workspace)
+    return {"MLPIPE_DATA_URL": url} if url else {}
+
+
 def build_argv(template: str, task: AgentTask, files: dict[str, Path]) -> list[str]:
     """The agent's argv: a pure function of the template and the task."""
     try:
@@ -82,13 +90,14 @@ class CommandRunner:
         env = proc.scrubbed_env(keep=self.pass_env, extra={
             "MLPIPE_PHASE": task.phase, "MLPIPE_ATTEMPT": str(task.attempt),
             "MLPIPE_TASK_FILE": str(files["task_file"]), "MLPIPE_WORKSPACE": str(task.workspace),
+            **data_env(task.workspace),
         })
         res = proc.run(argv, cwd=task.workspace, env=env, timeout_s=task.timeout_s,
                        idle_timeout_s=task.idle_timeout_s, transcript=task.transcript,
                        stdin_text=task.prompt if self.prompt_via == "stdin" else None)
         if res.ok:
             return AgentResult(status="ok", duration_s=res.duration_s)
-        status = "timeout" if res.timed_out or res.idle_killed else "error"
         last = next((ln for ln in reversed(res.output.splitlines()) if ln.strip()), "")
-        return AgentResult(status=status, message=f"{argv[0]}: {res.describe()}" + (f": {last[:200]}" if last else ""),
+        return AgentResult(status="timeout" if res.timed_out or res.idle_killed else "error",
+                           message=f"{argv[0]}: {res.describe()}" + (f": {last[:200]}" if last else ""),
                            duration_s=res.duration_s)
