@@ -39,11 +39,8 @@ def serving_from(problem: str) -> dict[str, Any]:
 
 def retraining_from(problem: str) -> tuple[dict[str, Any], str]:
     text = problem.lower()
-    for pattern, cron, words in SCHEDULES:
-        if re.search(pattern, text):
-            break
-    else:
-        cron, words = "0 2 * * 1", "weekly, Mondays at 02:00 (default)"
+    cron, words = next(((c, w) for pattern, c, w in SCHEDULES if re.search(pattern, text)),
+                       ("0 2 * * 1", "weekly, Mondays at 02:00 (default)"))
     return {"schedule": cron, "triggers": ["schedule", "data_drift", "performance_decay"]}, words
 
 

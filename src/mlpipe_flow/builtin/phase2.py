@@ -63,9 +63,9 @@ def run(task: BuiltinTask) -> None:
     if bad:
         raise RuntimeError(f"the splits do not comply with the inferred schema: {bad}")
 
-    from mlpipe_flow.builtin import notebook
-
     import nbformat
+
+    from mlpipe_flow.builtin import notebook
 
     nb = notebook.build(ws, {"problem": spec["problem"], "target": spec["target"],
                              "problem_type": spec["problem_type"]})

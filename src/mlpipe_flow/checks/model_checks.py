@@ -283,7 +283,9 @@ def model_card_sections(ctx: CheckContext, params: ModelCardParams) -> CheckResu
                 bodies.setdefault(current, [])
             elif current is not None:
                 bodies[current].append(line)
-        found, thin, missing = [], [], []
+        found: list[str] = []
+        thin: list[str] = []
+        missing: list[str] = []
         for want in params.sections:
             heads = [h for h in bodies if want.lower() in h]
             if not heads:

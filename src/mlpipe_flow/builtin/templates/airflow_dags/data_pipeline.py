@@ -13,7 +13,6 @@ from pathlib import Path
 import yaml
 from airflow import DAG
 from airflow.operators.python import PythonOperator
-
 from data_ingestion.ingest import main as ingest_data
 from data_quality.schema import main as validate_data
 from feature_engineering.features import main as build_features

@@ -14,9 +14,8 @@ import joblib
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.inspection import permutation_importance
-
 from models.metrics import higher_is_better, score
+from sklearn.inspection import permutation_importance
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_ROWS = 1500

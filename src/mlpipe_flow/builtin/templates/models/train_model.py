@@ -25,6 +25,8 @@ import joblib
 import numpy as np
 import pandas as pd
 import yaml
+from feature_engineering.features import SEED, build_preprocessor
+from models.metrics import higher_is_better, score
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
@@ -36,9 +38,6 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
-
-from feature_engineering.features import SEED, build_preprocessor
-from models.metrics import higher_is_better, score
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_VERSION = "1"

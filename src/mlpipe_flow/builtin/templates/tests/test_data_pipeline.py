@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from data_ingestion.ingest import clean, frame_sha256, load_raw, numeric_text_columns
 from data_quality.schema import load_schema, validate
 from feature_engineering.features import build_preprocessor

@@ -10,7 +10,6 @@ import joblib
 import pandas as pd
 import pytest
 import yaml
-
 from models.metrics import higher_is_better, score
 
 ROOT = Path(__file__).resolve().parents[1]
