@@ -38,8 +38,8 @@ def load_table(task: BuiltinTask) -> tuple[pd.DataFrame, dict[str, Any]]:
             try:
                 raw = ingest.read_file(path)
             except ingest.DataLoadError as e:
-                raise BuiltinUserError(f"--data {d.get('source')}: "
-                                       f"{str(e).replace(str(path), path.name)}") from None
+                message = str(e).replace(str(path), f"--data {d.get('source')}", 1)
+                raise BuiltinUserError(message) from None
             fmt = "parquet" if staged.suffix.lower() in (".parquet", ".pq") else "csv"
             source = {"kind": "file", "path": staged.as_posix(), "format": fmt,
                       "sha256": d.get("sha256")}

@@ -35,7 +35,10 @@ def ml_spec(ctx: CheckContext, params: MlSpecParams) -> CheckResult:
     try:
         spec = MlSpec.model_validate(data)
     except ValidationError as e:
-        return result("failed", describe_validation_error(params.path, e, MlSpec),
+        first = e.errors()[0]
+        text = (f"{params.path}: {first['msg'].removeprefix('Value error, ')}"
+                if not first["loc"] else describe_validation_error(params.path, e, MlSpec))
+        return result("failed", text,
                       errors=[f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()][:10])
     return result("passed", f"{params.path} is a valid spec: {spec.problem_type}, target "
                   f"{spec.target!r}, metric {spec.primary_metric}",

@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import pandas as pd
 import yaml
@@ -101,12 +101,12 @@ def _check_table(df: pd.DataFrame, where: object) -> pd.DataFrame:
 # -- databases ---------------------------------------------------------------------
 def split_sql_url(url: str) -> tuple[str, str | None, str | None]:
     """`sqlite:///x.db?table=t` -> (`sqlite:///x.db`, 't', None); `?query=...` likewise."""
-    parts = urlsplit(url)
-    params = parse_qsl(parts.query, keep_blank_values=True)
+    base, _, qs = url.partition("?")
+    params = parse_qsl(qs, keep_blank_values=True)
     table = next((v for k, v in params if k == "table"), None)
     query = next((v for k, v in params if k == "query"), None)
     rest = urlencode([(k, v) for k, v in params if k not in ("table", "query")])
-    return urlunsplit(parts._replace(query=rest)), table, query
+    return (f"{base}?{rest}" if rest else base), table, query
 
 
 def read_sql(url: str, attempts: int = RETRY_ATTEMPTS) -> pd.DataFrame:
