@@ -14,16 +14,7 @@ from typing import Any
 from mlpipe_flow.builtin import BuiltinTask, BuiltinUserError, workspace_code
 from mlpipe_flow.builtin.files import atomic_write, copy_code, render
 from mlpipe_flow.builtin.phase2 import read_spec
-
-
-def margin(metric: str, model: float, baseline: float) -> float:
-    """The same margin the phase-3 gate computes (see README: measured gates)."""
-    from mlpipe_flow.spec import higher_is_better
-
-    if higher_is_better(metric):
-        head = 1.0 - baseline
-        return (model - baseline) / head if head > 0 else 0.0
-    return (baseline - model) / baseline if baseline > 0 else 0.0
+from mlpipe_flow.checks.model_checks import margin  # the gate's own formula, for the card
 
 
 def run(task: BuiltinTask) -> None:
