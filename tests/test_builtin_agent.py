@@ -68,12 +68,14 @@ def test_telco_phase3_model(telco_ws: Path) -> None:
     print(f"\ntelco: test roc_auc {r['test_score']:.4f} vs baseline {r['baseline_test_score']:.4f}")
 
 
-def test_telco_gates_pass_from_the_cli(telco_ws: Path) -> None:
-    for phase in ("phase1", "phase2", "phase3"):
-        res = mlpipe("gate", phase, "-w", str(telco_ws), "--json")
-        assert res.returncode == 0, res.stdout[-3000:]
-        report = json.loads(res.stdout)
-        assert all(c["status"] == "passed" for c in report["checks"]), report
+def test_telco_phase3_gate_passes_from_the_cli(telco_ws: Path) -> None:
+    # (`mlpipe run` already required each gate to pass; this re-checks phase 3 on its own)
+    res = mlpipe("gate", "phase3", "-w", str(telco_ws), "--json")
+    assert res.returncode == 0, res.stdout[-3000:]
+    report = json.loads(res.stdout)
+    assert all(c["status"] == "passed" for c in report["checks"]), report
+    beats = next(c for c in report["checks"] if c["id"] == "beats-baseline")
+    assert beats["evidence"]["margin"] > 0.5
 
 
 def test_workspace_code_is_the_packaged_code(telco_ws: Path) -> None:
