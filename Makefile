@@ -41,6 +41,7 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf $(VENV) .tools $(DEMO_WS) .pytest_cache

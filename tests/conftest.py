@@ -27,6 +27,14 @@ def build_seed_workflow(dest: Path, copy: bool = False) -> Path:
     return dest
 
 
+@pytest.fixture(autouse=True)
+def _mlpipe_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own memory database: none writes the real user's (MLPIPE_HOME)."""
+    home = tmp_path_factory.mktemp("mlpipe-home")
+    monkeypatch.setenv("MLPIPE_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def seed_workflow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_seed_workflow(tmp_path_factory.mktemp("seed-workflow"))

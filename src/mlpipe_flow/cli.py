@@ -66,6 +66,8 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Run a phase whose prerequisite failed.")] = False,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts per phase (overrides).", min=1)] = None,
     model: Annotated[str | None, typer.Option(help="Model name for LLM runners.")] = None,
+    no_memory: Annotated[bool, typer.Option("--no-memory", help="Neither read nor record run memory.")]
+    = False,
     json_lines: JsonOpt = False,
     workflow: WorkflowOpt = None,
 ) -> None:
@@ -73,7 +75,8 @@ def run(
     from mlpipe_flow.display import make_display
     from mlpipe_flow.engine import Engine, RunOptions
 
-    config, wf = _setup(workspace, workflow, {"runner": runner, "max_attempts": max_attempts, "model": model})
+    config, wf = _setup(workspace, workflow, {"runner": runner, "max_attempts": max_attempts, "model": model,
+                                                     "memory": False if no_memory else None})
     display = make_display(json_lines)
     opts = RunOptions(problem=problem, workspace=workspace, data=data, target=target, phase=phase,
                       from_phase=from_phase, fresh=fresh, force=force)
@@ -171,6 +174,10 @@ def render(
     if target:
         state.target = target
     engine.state = state
+    from mlpipe_flow.memory import open_run_memory
+
+    engine.memory = open_run_memory(config.memory, NullDisplay(), create=False)
+    engine.recall_patterns([ph])  # the similar past patterns a run would add
     sys.stdout.write(engine.render_prompt(ph, None))
 
 
@@ -211,6 +218,94 @@ def init(directory: Annotated[Path, typer.Argument(help="Where to write the work
     except OSError as e:
         raise UsageError(f"cannot write {directory}: {e.strerror}") from None
     print(f"wrote {directory}/phases, prompts, gates; run with --workflow {directory}")
+
+
+# -- memory and audit trail (mlpipe_flow.memory, mlpipe_flow.audit) ----------------------------
+patterns_app = typer.Typer(cls=_Group, help="Search the pattern excerpts stored from past runs.",
+                           no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+app.add_typer(patterns_app, name="patterns")
+
+
+def _print_json(value: Any) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, default=str))
+
+
+@app.command()
+def history(json_out: JsonOpt = False,
+            limit: Annotated[int, typer.Option(help="Show at most this many runs.", min=1)] = 50) -> None:
+    """List past runs recorded in the memory database (newest first)."""
+    from mlpipe_flow.audit import history_text, open_for_reading
+
+    db = open_for_reading()
+    runs = db.runs(limit) if db else []
+    if json_out:
+        _print_json(runs)
+    else:
+        print(history_text(runs))
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix of one).")],
+         json_out: JsonOpt = False) -> None:
+    """One past run: its attempts (prompt hash, tokens, cost, gate verdict), artifacts, patterns."""
+    from mlpipe_flow.audit import open_for_reading, require_run, run_record, show_text
+
+    db = open_for_reading()
+    rec = run_record(db, require_run(db, run_id))  # type: ignore[arg-type]
+    if json_out:
+        _print_json(rec)
+    else:
+        print(show_text(rec))
+
+
+@patterns_app.command("search")
+def patterns_search(query: Annotated[str, typer.Argument(help="Words to look for (bm25 ranking).")],
+                    json_out: JsonOpt = False,
+                    limit: Annotated[int, typer.Option(help="At most this many hits.", min=1)] = 20) -> None:
+    """Search stored patterns by problem, phase, title and text."""
+    from mlpipe_flow.audit import open_for_reading, patterns_text
+
+    db = open_for_reading()
+    hits = db.search_patterns(query, limit) if db else []
+    if json_out:
+        _print_json(hits)
+    else:
+        print(patterns_text(hits))
+
+
+@app.command()
+def export(run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix of one).")],
+           output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the manifest here "
+                                                       "(default: stdout).")] = None) -> None:
+    """A provenance manifest of a run: each artifact's hash, the prompt hash and runner that
+    produced it, the gate verdict; also logged to the workspace's MLflow store when installed."""
+    import json
+    import tempfile
+
+    from mlpipe_flow.audit import log_to_mlflow, manifest, open_for_reading, require_run
+    from mlpipe_flow.errors import UsageError
+    from mlpipe_flow.state import atomic_write
+
+    db = open_for_reading()
+    run = require_run(db, run_id)
+    assert db is not None
+    text = json.dumps(manifest(db, run), indent=2) + "\n"
+    if output is not None:
+        try:
+            atomic_write(output, text)
+        except OSError as e:
+            raise UsageError(f"cannot write {output}: {e.strerror}") from None
+        note = log_to_mlflow(output, Path(run["workspace"]), run["id"])
+        print(f"wrote {output} ({len(json.loads(text)['artifacts'])} artifacts)")
+    else:
+        sys.stdout.write(text)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"provenance-{run['id']}.json"
+            path.write_text(text, encoding="utf-8")
+            note = log_to_mlflow(path, Path(run["workspace"]), run["id"])
+    typer.echo(note, err=True)
 
 
 def main() -> None:

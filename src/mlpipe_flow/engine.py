@@ -6,9 +6,11 @@ off it behind small interfaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from mlpipe_flow.config import Config
 from mlpipe_flow.display import Display
 from mlpipe_flow.errors import MlpipeError, RunFailed, StateError, UsageError
 from mlpipe_flow.gate import run_gate
+from mlpipe_flow.memory import NullMemory, open_run_memory
 from mlpipe_flow.models import GateReport, Phase
 from mlpipe_flow.runners import AgentResult, AgentTask, Runner, make_runner
 from mlpipe_flow.state import (
@@ -71,6 +74,9 @@ class Engine:
         self.store = StateStore(self.ws)
         self.state: RunState | None = None
         self.runner: Runner | None = None
+        self.memory: NullMemory = NullMemory()
+        self.patterns: dict[str, list[dict[str, Any]]] = {}  # phase id -> similar past patterns
+        self.recorded = False  # this run is in memory: its end must be too
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> RunState:
@@ -79,15 +85,22 @@ class Engine:
         selected = self.select_phases()
         ensure_writable(self.ws)
         self.runner = make_runner(self.config.runner, self.config)
-        with workspace_lock(self.ws):
+        self.memory = open_run_memory(self.config.memory, self.display)
+        with workspace_lock(self.ws), self.remembered():
             state = self.state = self.load_or_create_state()
             self.check_prerequisites(selected)
+            self.recall_patterns(selected)
             for phase in selected:  # a bad template fails here, before anything is spent
                 self.render_prompt(phase, None)
             self.display.emit("run_started", run_id=state.run_id, problem=state.problem,
                               workspace=str(self.ws), runner=self.config.runner,
                               resumed=any(p.attempts for p in state.phases), progress=state.progress,
                               phases=[p.id for p in selected])
+            self.memory.start_run(state, self.ws)
+            self.recorded = True
+            self.display.emit("patterns", items=[
+                {"phase": ph, "title": p["title"], "problem": p["problem"], "run_id": p["run_id"]}
+                for ph, items in self.patterns.items() for p in items])
             if self.opts.data:
                 state.data = data_mod.stage(self.ws, self.opts.data)
                 self.display.emit("data_staged", source=state.data.source,
@@ -153,9 +166,12 @@ class Engine:
             report = run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
                               data=self.gate_data(), python=self.config.python)
             atomic_write(run_dir / "gate.json", report.model_dump_json(indent=2))
+            run_attempt = int(run_dir.name.rsplit("-", 1)[1])  # attempt-N, unique within the run
+            self.memory.record_attempt(self.state, phase.id, run_attempt, prompt, result, report, run_dir)
             if report.passed:
                 rec.status, rec.finished_at = "passed", now()
                 rec.output_hashes = self.hash_outputs(phase)
+                self.memory.record_phase_passed(self.state, phase, run_attempt, self.ws, rec.output_hashes)
                 self.advance()
                 self.store.save(self.state)
                 self.display.emit("phase_passed", phase=phase.id, progress=self.state.progress,
@@ -211,6 +227,23 @@ class Engine:
             self.display.emit("warning", message=f"{phase.id}: its gate no longer passes; "
                               "running it again")
         return report.passed
+
+    # -- memory -----------------------------------------------------------------------
+    def recall_patterns(self, selected: list[Phase]) -> None:
+        """Similar past runs' patterns for each selected phase (rendered into its prompt)."""
+        assert self.state is not None
+        self.patterns = {p.id: items for p in selected
+                         if (items := self.memory.similar_patterns(self.state.problem, p.id,
+                                                                   exclude_run=self.state.run_id))}
+
+    @contextlib.contextmanager
+    def remembered(self) -> Iterator[None]:
+        """Whatever way the run ends, its outcome is written to memory."""
+        try:
+            yield
+        finally:
+            if self.state is not None and self.recorded:
+                self.memory.finish_run(self.state)
 
     # -- state ------------------------------------------------------------------------
     def load_or_create_state(self) -> RunState:
@@ -311,7 +344,7 @@ class Engine:
             "contract": [o.model_dump() for o in phase.expected_outputs],
             "checks": [{"id": c.id, "name": c.name} for c in self.wf.gates[phase.gate].checks],
             "prior_outputs": prior,
-            "patterns": [],
+            "patterns": self.patterns.get(phase.id, []),
             "repair": None,
             "data_preview": self.data_preview(),
             "workspace": str(self.ws),
