@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mlpipe_flow.checks import files, tests
+from mlpipe_flow.checks import data_checks, files, model_checks, spec_checks, tests
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.errors import ConfigError
 from mlpipe_flow.models import CheckResult, CheckSpec, describe_validation_error
@@ -31,6 +31,35 @@ CHECKS: dict[str, CheckKind] = {
     "exists": CheckKind(files.ExistsParams, files.exists, "files or folders exist"),
     "pattern": CheckKind(files.PatternParams, files.pattern, "a regex occurs in files"),
     "pytest": CheckKind(tests.PytestParams, tests.pytest, "a workspace test file passes"),
+    # measured checks of phases 1-3 (heavy libraries are imported inside the functions)
+    "ml_spec": CheckKind(spec_checks.MlSpecParams, spec_checks.ml_spec,
+                         "ml-spec.yaml validates against the MlSpec model"),
+    "target_in_data": CheckKind(spec_checks.TargetInDataParams, spec_checks.target_in_data,
+                                "the spec's target (and features) are columns of the data"),
+    "splits_schema": CheckKind(data_checks.SplitsSchemaParams, data_checks.splits_schema,
+                               "every cell of the splits complies with the schema"),
+    "splits_completeness": CheckKind(data_checks.CompletenessParams,
+                                     data_checks.splits_completeness,
+                                     "the share of non-missing cells in the splits"),
+    "splits_disjoint": CheckKind(data_checks.DisjointParams, data_checks.splits_disjoint,
+                                 "no row (hashed) is in two splits"),
+    "dag_structure": CheckKind(data_checks.DagParams, data_checks.dag_structure,
+                               "a DAG file parses and runs its tasks in order"),
+    "notebook_valid": CheckKind(data_checks.NotebookParams, data_checks.notebook_valid,
+                                "notebooks are valid nbformat with executed cells"),
+    "model_beats_baseline": CheckKind(model_checks.BeatsBaselineParams,
+                                      model_checks.model_beats_baseline,
+                                      "the gate re-scores the model and its own dummy baseline"),
+    "reported_score_matches": CheckKind(model_checks.ReportedScoreParams,
+                                        model_checks.reported_score_matches,
+                                        "the reported test score equals the gate's measurement"),
+    "cv_stability": CheckKind(model_checks.CvStabilityParams, model_checks.cv_stability,
+                              "the best model's cross-validation spread is small"),
+    "mlflow_runs": CheckKind(model_checks.MlflowRunsParams, model_checks.mlflow_runs,
+                             "the MLflow store holds a run per model"),
+    "model_card_sections": CheckKind(model_checks.ModelCardParams,
+                                     model_checks.model_card_sections,
+                                     "the model card has its sections, each with text"),
 }
 
 
