@@ -14,6 +14,7 @@ from conftest import REPO, mlpipe
 from fake_anthropic import FakeAnthropic, content_text, text, tool
 from llm_helpers import (
     INJECTION,
+    ML_SPEC,
     REQUIREMENTS,
     REQUIREMENTS_NO_METRICS,
     assert_injection_fenced,
@@ -170,7 +171,7 @@ def test_phase1_through_real_claude(fake: FakeAnthropic, tmp_path: Path) -> None
         timeout=240,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert (ws / "ml-spec.yaml").read_text().startswith("problem_type: binary_classification")
+    assert (ws / "ml-spec.yaml").read_text() == ML_SPEC
     rec = phase_rec(ws)
     assert rec["status"] == "passed" and rec["attempts"] == 1
     assert rec["cost_usd"] > 0 and rec["tokens_in"] > 0 and rec["tokens_out"] > 0
