@@ -39,7 +39,7 @@ promtool:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "promtool not installed: the monitoring gate will use its structural rule parser"; } || true
 
-test: venv promtool
+test: venv claude promtool
 	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q
 
 lint: venv

@@ -71,3 +71,15 @@ def csv_file(tmp_path: Path) -> Path:
     p = tmp_path / "customers.csv"
     p.write_text("customerID,tenure,Churn\nA1,3,Yes\nA2,40,No\nA3,12,No\n")
     return p
+
+
+@pytest.fixture(scope="session")
+def telco_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Phases 1-3 of the built-in agent on the Telco data, once per session; read-only for
+    tests (copy it before changing anything)."""
+    from builtin_helpers import run_phases
+
+    ws = tmp_path_factory.mktemp("telco") / "ws"
+    run_phases(ws, "predict churn from real-time predictions via API, retraining daily",
+               str(SHARED / "telco_churn.csv"), "phase1", "phase2", "phase3")
+    return ws

@@ -66,6 +66,10 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Run a phase whose prerequisite failed.")] = False,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts per phase (overrides).", min=1)] = None,
     model: Annotated[str | None, typer.Option(help="Model name for LLM runners.")] = None,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", min=0.0001,
+                                                     help="Cap on what this run may spend, in USD.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (tokens, cost); run nothing.")]
+    = False,
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Neither read nor record run memory.")]
     = False,
     json_lines: JsonOpt = False,
@@ -76,7 +80,11 @@ def run(
     from mlpipe_flow.engine import Engine, RunOptions
 
     config, wf = _setup(workspace, workflow, {"runner": runner, "max_attempts": max_attempts, "model": model,
-                                                     "memory": False if no_memory else None})
+                                              "budget_usd": budget_usd,
+                                              "memory": False if no_memory else None})
+    if dry_run:
+        _print_plan(wf, config, workspace, problem, data, target, json_lines)
+        return
     display = make_display(json_lines)
     opts = RunOptions(problem=problem, workspace=workspace, data=data, target=target, phase=phase,
                       from_phase=from_phase, fresh=fresh, force=force)
@@ -179,6 +187,36 @@ def render(
     engine.memory = open_run_memory(config.memory, NullDisplay(), create=False)
     engine.recall_patterns([ph])  # the similar past patterns a run would add
     sys.stdout.write(engine.render_prompt(ph, None))
+
+
+def _print_plan(wf: Any, config: Any, workspace: Path, problem: str, data: str | None,
+                target: str | None, json_out: bool) -> None:
+    from mlpipe_flow.planning import build_plan, plan_text
+
+    plan = build_plan(wf, config, workspace, problem, data, target)
+    if json_out:
+        import json
+
+        print(json.dumps(plan, indent=2))
+    else:
+        print(plan_text(plan))
+
+
+@app.command()
+def plan(
+    problem: Annotated[str, typer.Argument(help="The ML problem.")],
+    data: Annotated[str | None, typer.Option(help="A CSV/Parquet file or a database URL.")] = None,
+    target: Annotated[str | None, typer.Option(help="The column to predict.")] = None,
+    workspace: WorkspaceOpt = Path("."),
+    model: Annotated[str | None, typer.Option(help="Model to price the plan for.")] = None,
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", min=0.0001, help="Run budget to show.")]
+    = None,
+    json_out: JsonOpt = False,
+    workflow: WorkflowOpt = None,
+) -> None:
+    """Render every phase prompt and estimate tokens and cost per phase; spends nothing."""
+    config, wf = _setup(workspace, workflow, {"model": model, "budget_usd": budget_usd})
+    _print_plan(wf, config, workspace, problem, data, target, json_out)
 
 
 @app.command()

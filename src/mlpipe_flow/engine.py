@@ -74,6 +74,7 @@ class Engine:
         self.store = StateStore(self.ws)
         self.state: RunState | None = None
         self.runner: Runner | None = None
+        self.spent_usd = 0.0  # what this invocation has spent, against --budget-usd
         self.memory: NullMemory = NullMemory()
         self.patterns: dict[str, list[dict[str, Any]]] = {}  # phase id -> similar past patterns
         self.recorded = False  # this run is in memory: its end must be too
@@ -146,11 +147,18 @@ class Engine:
                           max_attempts=max_attempts)
         report: GateReport | None = None
         previous: list[tuple[str, str, str]] | None = None
+        phase_spent = 0.0
         for attempt in range(1, max_attempts + 1):
+            cap, cap_reason = self.budget_left(phase, phase_spent)
+            if cap is not None and cap <= 0:
+                rec.status = "budget"
+                rec.reason = f"budget: {cap_reason} is spent; raise it and run again to resume"
+                break
             prompt = self.render_prompt(phase, report, attempt, max_attempts)
             run_dir = self.next_run_dir(phase.id)
             (run_dir / "prompt.md").write_text(prompt, encoding="utf-8")
             task = self.make_task(phase, prompt, run_dir, attempt, repair=report is not None)
+            task.budget_usd = cap
             self.display.emit("attempt_started", phase=phase.id, attempt=attempt,
                               max_attempts=max_attempts, repair=report is not None,
                               runner=self.runner.name, run_dir=str(run_dir))
@@ -161,6 +169,8 @@ class Engine:
                 self.store.save(self.state)
                 raise
             self.account(rec, result, run_dir)
+            phase_spent += result.cost_usd
+            self.spent_usd += result.cost_usd
             rec.attempts = attempt
             self.store.save(self.state)
             report = run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
@@ -179,6 +189,11 @@ class Engine:
                 return True
             rec.failing_checks = [c.id for c in report.failures]
             rec.reason = "; ".join(f"{c.id}: {c.message}" for c in report.failures)[:500]
+            if result.status == "budget":
+                rec.status = "budget"
+                rec.reason = (f"budget: the agent stopped at {cap_reason} (${cap or 0:.4f} left): "
+                              f"{result.message}; raise it and run again to resume")[:600]
+                break
             if previous is not None and report.signature() == previous:
                 rec.status = "stalled"
                 rec.reason = f"stalled: the same checks failed with the same evidence twice ({rec.reason})"
@@ -193,6 +208,19 @@ class Engine:
         self.display.emit("phase_failed", phase=phase.id, reason=rec.reason,
                           failing=rec.failing_checks)
         return False
+
+    def budget_left(self, phase: Phase, phase_spent: float) -> tuple[float | None, str]:
+        """Dollars the next attempt may spend (None: no cap) and which cap binds."""
+        caps: list[tuple[float, str]] = []
+        if phase.budget_usd is not None:
+            caps.append((phase.budget_usd - phase_spent, f"the {phase.id} budget of ${phase.budget_usd:.2f}"))
+        if self.config.budget_usd is not None:
+            caps.append((self.config.budget_usd - self.spent_usd,
+                         f"the run budget of ${self.config.budget_usd:.2f}"))
+        if not caps:
+            return None, ""
+        left, why = min(caps)
+        return max(0.0, round(left, 6)), why
 
     # -- selection and prerequisites --------------------------------------------------
     def select_phases(self) -> list[Phase]:

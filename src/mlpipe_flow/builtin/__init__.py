@@ -16,6 +16,26 @@ Workspace contract shared by the agent and the gates (see DESIGN.md):
                                   primary_metric, test_score, baseline_test_score
   experiments/results.json        per model: cv_mean, cv_std; best model; test score
   mlflow.db                       MLflow tracking store (sqlite:///mlflow.db)
+
+Details of the above as phases 1-3 write them (fields may be added, never renamed):
+  ml-spec.yaml                    validated by mlpipe_flow.spec.MlSpec; also secondary_metrics,
+                                  classes, metric_threshold; data_source {kind, path | url
+                                  (masked), table, query, format, sha256}
+  data/splits/*.csv               columns = feature_columns + [target], in that order; cleaned
+                                  (text trimmed, blanks empty, numeric text as numbers)
+  data_quality/schema.json        {version, target, id_columns, row_count, columns: [{name,
+                                  type: integer|number|category|string, nullable, min, max,
+                                  categories}]} for feature_columns + target
+  artifacts/model_meta.json       also model_name, estimator, positive_class, cv_mean, cv_std,
+                                  n_train_rows, n_test_rows, data_sha256, trained_at
+  experiments/results.json        {primary_metric, higher_is_better, cv_folds, models: {name:
+                                  {cv_mean, cv_std, cv_scores, estimator, params,
+                                  mlflow_run_id}}, best_model, baseline_model, test_score,
+                                  baseline_test_score, target_std}
+  data/profile.json               phase 1's profile of the data (rows, columns, target summary)
+  data/raw/snapshot.json          sha256 and row count of the raw data as ingested
+  feature_engineering/features.py build_preprocessor(schema, features): the shared
+                                  preprocessing (importable with the workspace on sys.path)
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 RUNNERS: dict[str, str] = {
     "builtin": "mlpipe_flow.runners.builtin:BuiltinRunner",
     "command": "mlpipe_flow.runners.command:CommandRunner",
+    "claude": "mlpipe_flow.runners.claude:ClaudeRunner",
+    "anthropic": "mlpipe_flow.runners.anthropic_loop:AnthropicRunner",
 }
 
 AgentStatus = Literal["ok", "error", "timeout", "budget", "interrupted"]

@@ -1,0 +1,78 @@
+"""Writing into the workspace: atomic files, the code templates, and the prose templates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_all(root: Path, files: dict[str, str]) -> None:
+    """Every file to a temp sibling first, then all renamed into place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for rel, text in files.items():
+            dest = root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            staged.append((tmp, dest))
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def copy_code(root: Path, folders: list[str], files: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    """Copy template packages (and single files) into the workspace, as they are."""
+    copied = []
+    for folder in folders:
+        src = TEMPLATES / folder
+        for f in sorted(src.rglob("*.py")):
+            rel = f.relative_to(TEMPLATES).as_posix()
+            atomic_write(root / rel, f.read_text(encoding="utf-8"))
+            copied.append(rel)
+    for rel in files:
+        atomic_write(root / rel, (TEMPLATES / rel).read_text(encoding="utf-8"))
+        copied.append(rel)
+    return copied
+
+
+def render(name: str, context: dict[str, Any]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["pct"] = lambda v: f"{100 * float(v):.1f}%"
+    env.filters["num"] = lambda v: f"{float(v):.4g}" if v is not None else "n/a"
+    return env.get_template(name).render(**context)
+
+
+def remove(root: Path, rels: list[str]) -> None:
+    for rel in rels:
+        p = root / rel
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)

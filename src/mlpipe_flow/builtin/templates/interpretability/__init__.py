@@ -1,0 +1,1 @@
+"""Part of the ML pipeline written by mlpipe's built-in agent; parameterised by ml-spec.yaml."""

@@ -1,0 +1,331 @@
+"""Phase-2 checks that measure: the gate reads the splits itself (csv module, no pandas) and
+validates them against data_quality/schema.json, measures completeness and overlap, parses
+the DAG file's AST, and validates the notebook with nbformat."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.models import CheckResult
+
+SPLITS = ["data/splits/train.csv", "data/splits/valid.csv", "data/splits/test.csv"]
+csv.field_size_limit(10_000_000)
+
+
+def read_rows(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+    f = path.open(encoding="utf-8", newline="")
+    reader = csv.reader(f)
+    header = next(reader, [])
+
+    def rows() -> Iterator[list[str]]:
+        try:
+            yield from reader
+        finally:
+            f.close()
+
+    return header, rows()
+
+
+def _number(v: str) -> float | None:
+    try:
+        x = float(v)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+class SplitsSchemaParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_path: str = "data_quality/schema.json"
+    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
+    min_compliance: float = Field(default=1.0, ge=0, le=1, description="share of valid cells")
+
+
+def splits_schema(ctx: CheckContext, params: SplitsSchemaParams) -> CheckResult:
+    try:
+        schema = json.loads(ctx.path(params.schema_path).read_text(encoding="utf-8"))
+        columns = {c["name"]: c for c in schema["columns"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return result("failed", f"{params.schema_path} is missing or not a schema with "
+                      f"columns[name, type, nullable]: {e}")
+    cells = bad = 0
+    examples: list[str] = []
+    per_split: dict[str, int] = {}
+    for rel in params.splits:
+        p = ctx.path(rel)
+        if not p.is_file():
+            return result("failed", f"{rel} does not exist")
+        header, rows = read_rows(p)
+        if set(header) != set(columns):
+            return result("failed", f"{rel}: columns differ from the schema (extra "
+                          f"{sorted(set(header) - set(columns))[:5]}, missing "
+                          f"{sorted(set(columns) - set(header))[:5]})")
+        specs = [columns[h] for h in header]
+        allowed = [set(map(str, c.get("categories") or [])) for c in specs]
+        split_bad = 0
+        for n, row in enumerate(rows, start=2):
+            if len(row) != len(header):
+                split_bad += len(header)
+                examples.append(f"{rel}:{n}: {len(row)} fields, expected {len(header)}")
+                continue
+            for v, c, cats in zip(row, specs, allowed, strict=True):
+                cells += 1
+                why = _violation(v, c, cats)
+                if why:
+                    split_bad += 1
+                    if len(examples) < 5:
+                        examples.append(f"{rel}:{n}: {c['name']}={v!r} {why}")
+        per_split[rel] = split_bad
+        bad += split_bad
+    compliance = 1.0 - bad / cells if cells else 0.0
+    evidence = {"cells": cells, "violations": bad, "compliance": round(compliance, 6),
+                "per_split": per_split, "examples": examples}
+    if cells == 0:
+        return result("failed", "the splits hold no data rows", **evidence)
+    if compliance < params.min_compliance:
+        return result("failed", f"measured {bad} of {cells} cells violating "
+                      f"{params.schema_path} (compliance {compliance:.4%}, expected >= "
+                      f"{params.min_compliance:.0%}); e.g. {examples[0] if examples else ''}",
+                      **evidence)
+    return result("passed", f"all {cells} cells of {len(params.splits)} splits comply with "
+                  f"{params.schema_path}", **evidence)
+
+
+def _violation(v: str, col: dict[str, Any], cats: set[str]) -> str | None:
+    if v == "":
+        return None if col.get("nullable") else "is missing in a non-nullable column"
+    kind = col.get("type")
+    if kind in ("integer", "number"):
+        x = _number(v)
+        if x is None:
+            return f"is not a {kind}"
+        if kind == "integer" and not x.is_integer():
+            return "is not an integer"
+        lo, hi = col.get("min"), col.get("max")
+        if lo is not None and x < float(lo) - 1e-9 * max(1.0, abs(float(lo))):
+            return f"is below the minimum {lo}"
+        if hi is not None and x > float(hi) + 1e-9 * max(1.0, abs(float(hi))):
+            return f"is above the maximum {hi}"
+        return None
+    if kind == "category" and v not in cats:
+        return "is not an allowed category"
+    return None
+
+
+class CompletenessParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
+    min_completeness: float = Field(default=0.95, ge=0, le=1)
+
+
+def splits_completeness(ctx: CheckContext, params: CompletenessParams) -> CheckResult:
+    cells = empty = 0
+    for rel in params.splits:
+        p = ctx.path(rel)
+        if not p.is_file():
+            return result("failed", f"{rel} does not exist")
+        _, rows = read_rows(p)
+        for row in rows:
+            cells += len(row)
+            empty += sum(1 for v in row if v.strip() == "" or v in ("NA", "NaN", "nan", "null"))
+    ratio = 1.0 - empty / cells if cells else 0.0
+    evidence = {"cells": cells, "missing": empty, "completeness": round(ratio, 6)}
+    if ratio <= params.min_completeness:
+        return result("failed", f"measured completeness {ratio:.2%} ({empty} of {cells} cells "
+                      f"missing), expected > {params.min_completeness:.0%}", **evidence)
+    return result("passed", f"completeness {ratio:.2%} ({empty} of {cells} cells missing)",
+                  **evidence)
+
+
+class DisjointParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
+    columns_from_spec: bool = Field(default=True, description="hash feature + target columns "
+                                    "of ml-spec.yaml (ids excluded); else every column")
+
+
+def _canon(v: str) -> str:
+    x = _number(v)
+    return repr(x) if x is not None else v.strip()
+
+
+def splits_disjoint(ctx: CheckContext, params: DisjointParams) -> CheckResult:
+    spec = ctx.spec() if params.columns_from_spec else None
+    wanted = ([*spec.get("feature_columns", []), spec.get("target")] if spec else None)
+    seen: dict[bytes, str] = {}
+    shared: dict[str, int] = {}
+    rows_total = 0
+    for rel in params.splits:
+        p = ctx.path(rel)
+        if not p.is_file():
+            return result("failed", f"{rel} does not exist")
+        header, rows = read_rows(p)
+        idx = ([header.index(c) for c in wanted if c in header] if wanted
+               else list(range(len(header))))
+        if not idx:
+            idx = list(range(len(header)))
+        mine: set[bytes] = set()
+        for row in rows:
+            rows_total += 1
+            key = hashlib.blake2b("\x1f".join(_canon(row[i]) if i < len(row) else ""
+                                              for i in idx).encode(), digest_size=16).digest()
+            other = seen.get(key)
+            if other is not None and other != rel:
+                pair = f"{other} & {rel}"
+                shared[pair] = shared.get(pair, 0) + 1
+            mine.add(key)
+        for key in mine:
+            seen.setdefault(key, rel)
+    total = sum(shared.values())
+    evidence = {"rows": rows_total, "shared_rows": total, "pairs": shared,
+                "hashed_columns": "spec features + target" if wanted else "all"}
+    if total:
+        return result("failed", f"measured {total} row(s) present in two splits ({shared}); "
+                      "expected none", **evidence)
+    return result("passed", f"no row shared between the {len(params.splits)} splits "
+                  f"({rows_total} rows hashed)", **evidence)
+
+
+class DagParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = "airflow_dags/data_pipeline.py"
+    order: list[str] = Field(default_factory=lambda: ["ingest", "validate", "feature"],
+                             description="task-id fragments that must run in this order")
+    require_schedule: bool = True
+    require_retries: bool = True
+
+
+def dag_structure(ctx: CheckContext, params: DagParams) -> CheckResult:
+    p = ctx.path(params.path)
+    if not p.is_file():
+        return result("failed", f"{params.path} does not exist")
+    try:
+        tree = ast.parse(p.read_text(encoding="utf-8"), filename=params.path)
+    except (SyntaxError, UnicodeDecodeError) as e:
+        return result("failed", f"{params.path} does not parse: {e}")
+    dag_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and _name(n.func) in ("DAG", "dag")]
+    if not dag_calls:
+        return result("failed", f"{params.path} defines no DAG (no DAG(...) or @dag found)")
+    kwargs = {k.arg for c in dag_calls for k in c.keywords if k.arg}
+    has_schedule = bool(kwargs & {"schedule", "schedule_interval", "timetable"})
+    text = ast.unparse(tree)
+    has_retries = "retries" in text
+    tasks: dict[str, str] = {}  # variable -> task_id
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            tid = next((k.value.value for k in node.value.keywords if k.arg == "task_id"
+                        and isinstance(k.value, ast.Constant)), None)
+            if tid is not None:
+                for t in node.targets:
+                    if isinstance(t, ast.Name):
+                        tasks[t.id] = str(tid)
+    edges: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.RShift, ast.LShift)):
+            left, right = _rightmost(node.left), _leftmost(node.right)
+            a, b = tasks.get(left or ""), tasks.get(right or "")
+            if a and b:
+                edges.add((a, b) if isinstance(node.op, ast.RShift) else (b, a))
+    ids = sorted(tasks.values())
+    chain = []
+    for frag in params.order:
+        match = next((t for t in ids if frag.lower() in t.lower()), None)
+        if match is None:
+            return result("failed", f"{params.path}: no task whose id contains {frag!r} "
+                          f"(task ids: {ids})", tasks=ids, edges=sorted(edges))
+        chain.append(match)
+    broken = [f"{a} -> {b}" for a, b in zip(chain, chain[1:], strict=False)
+              if not _reaches(edges, a, b)]
+    evidence = {"tasks": ids, "edges": sorted(edges), "schedule": has_schedule,
+                "retries": has_retries}
+    if broken:
+        return result("failed", f"{params.path}: tasks not in order {' -> '.join(chain)} "
+                      f"(no dependency path {', '.join(broken)})", **evidence)
+    if params.require_schedule and not has_schedule:
+        return result("failed", f"{params.path}: the DAG has no schedule", **evidence)
+    if params.require_retries and not has_retries:
+        return result("failed", f"{params.path}: no retries configured", **evidence)
+    return result("passed", f"{params.path} defines a DAG: {' -> '.join(chain)}", **evidence)
+
+
+def _name(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def _leftmost(node: ast.AST) -> str | None:
+    while isinstance(node, ast.BinOp):
+        node = node.left
+    if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
+        node = node.elts[0]
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _rightmost(node: ast.AST) -> str | None:
+    while isinstance(node, ast.BinOp):
+        node = node.right
+    if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
+        node = node.elts[-1]
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _reaches(edges: set[tuple[str, str]], a: str, b: str) -> bool:
+    frontier, seen = [a], {a}
+    while frontier:
+        cur = frontier.pop()
+        for x, y in edges:
+            if x == cur and y not in seen:
+                if y == b:
+                    return True
+                seen.add(y)
+                frontier.append(y)
+    return False
+
+
+class NotebookParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    glob: str = "eda_notebooks/*.ipynb"
+    min_code_cells: int = Field(default=3, ge=0)
+    require_outputs: bool = True
+
+
+def notebook_valid(ctx: CheckContext, params: NotebookParams) -> CheckResult:
+    import nbformat
+
+    files = sorted(ctx.workspace.glob(params.glob))
+    if not files:
+        return result("failed", f"no notebook matches {params.glob}")
+    measured = {}
+    for f in files:
+        rel = f.relative_to(ctx.workspace).as_posix()
+        try:
+            nb = nbformat.read(str(f), as_version=4)
+            nbformat.validate(nb)
+        except Exception as e:  # noqa: BLE001 - any reader/validator error is a failure
+            return result("failed", f"{rel} is not a valid notebook: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        with_out = [c for c in code if c.get("outputs")]
+        measured[rel] = {"cells": len(nb.cells), "code_cells": len(code),
+                         "with_outputs": len(with_out)}
+        if len(code) < params.min_code_cells:
+            return result("failed", f"{rel}: {len(code)} code cells, expected at least "
+                          f"{params.min_code_cells}", notebooks=measured)
+        if params.require_outputs and not with_out:
+            return result("failed", f"{rel}: no code cell has output (run it and save)",
+                          notebooks=measured)
+    return result("passed", f"{len(files)} valid notebook(s) (nbformat 4)", notebooks=measured)

@@ -1,0 +1,40 @@
+"""Helpers for the built-in agent tests: run phases through the real CLI, build tables."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from conftest import mlpipe
+
+
+def run_phases(ws: Path, problem: str, data: str | None, *phases: str,
+               extra: tuple[str, ...] = ()) -> None:
+    """`mlpipe run PROBLEM --runner builtin --phase P` for each phase; each must pass."""
+    for i, phase in enumerate(phases):
+        args = ["run", problem, "-w", str(ws), "--runner", "builtin", "--phase", phase, *extra]
+        if i == 0 and data is not None:
+            args += ["--data", data]
+        res = mlpipe(*args, timeout=600)
+        assert res.returncode == 0, (phase, res.stdout[-3000:], res.stderr[-2000:])
+
+
+def results(ws: Path) -> dict:
+    return json.loads((ws / "experiments/results.json").read_text())
+
+
+def multiclass_csv(path: Path, rows: int = 1500, seed: int = 7) -> Path:
+    """Customer segments from spend, visits and channel: three classes, a clear signal."""
+    rng = random.Random(seed)
+    lines = ["account_id,monthly_spend,visits_per_month,channel,tenure_years,segment"]
+    for i in range(rows):
+        spend = rng.uniform(5, 300)
+        visits = max(0, int(rng.gauss(spend / 25, 2)))
+        channel = rng.choice(["web", "store", "phone"])
+        tenure = round(rng.uniform(0, 12), 1)
+        noisy = spend + rng.gauss(0, 25) + (30 if channel == "store" else 0)
+        segment = "bronze" if noisy < 100 else "silver" if noisy < 200 else "gold"
+        lines.append(f"A{i:05d},{spend:.2f},{visits},{channel},{tenure},{segment}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,250 @@
+"""Every measured check of phases 1-3: passes on the built-in agent's Telco workspace, and
+fails on a copy with one thing broken (a dummy model, an inflated reported score, overlapping
+splits, a schema violation, a missing model-card section, ...)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import mlpipe
+from mlpipe_flow.checks import CHECKS, CheckContext
+from mlpipe_flow.models import CheckResult
+
+
+def check(ws: Path, kind: str, **params: Any) -> CheckResult:
+    k = CHECKS[kind]
+    return k.run(CheckContext(workspace=ws, phase="test", timeout_s=300), k.params(**params))
+
+
+@pytest.fixture
+def broken(telco_workspace: Path, tmp_path: Path) -> Path:
+    """A private copy of the Telco workspace to break."""
+    dest = tmp_path / "ws"
+    shutil.copytree(telco_workspace, dest, ignore=shutil.ignore_patterns(".mlpipe"))
+    return dest
+
+
+def edit_yaml(path: Path, **changes: Any) -> None:
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def edit_json(path: Path, fn: Any) -> None:
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def rows(path: Path) -> list[list[str]]:
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def write_rows(path: Path, data: list[list[str]]) -> None:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(data)
+
+
+# -- phase 1 -------------------------------------------------------------------------
+def test_ml_spec(telco_workspace: Path, broken: Path) -> None:
+    assert check(telco_workspace, "ml_spec").status == "passed"
+    edit_yaml(broken / "ml-spec.yaml", primary_metric="rmse")
+    res = check(broken, "ml_spec")
+    assert res.status == "failed"
+    assert "primary_metric 'rmse' does not fit a classification" in res.message
+    edit_yaml(broken / "ml-spec.yaml", primary_metric="roc_auc", colour="blue")
+    res = check(broken, "ml_spec")
+    assert res.status == "failed" and "unknown field 'colour'" in res.message
+
+
+def test_target_in_data(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "target_in_data")
+    assert res.status == "passed" and res.evidence["columns"] == 21
+    edit_yaml(broken / "ml-spec.yaml", target="Churned")
+    res = check(broken, "target_in_data")
+    assert res.status == "failed"
+    assert "'Churned' is not a column of data/raw/telco_churn.csv" in res.message
+    assert "'customerID'" in res.message  # what was measured: the real header
+
+
+# -- phase 2 -------------------------------------------------------------------------
+def test_splits_schema(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "splits_schema")
+    assert res.status == "passed" and res.evidence["violations"] == 0
+    test_csv = broken / "data/splits/test.csv"
+    data = rows(test_csv)
+    col = data[0].index("Contract")
+    data[5][col] = "Three year"
+    data[6][data[0].index("tenure")] = "9999"
+    write_rows(test_csv, data)
+    res = check(broken, "splits_schema")
+    assert res.status == "failed" and res.evidence["violations"] == 2
+    assert "'Three year' is not an allowed category" in res.message or \
+        any("Three year" in e for e in res.evidence["examples"])
+    assert any("above the maximum" in e for e in res.evidence["examples"])
+
+
+def test_splits_completeness(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "splits_completeness")
+    assert res.status == "passed" and res.evidence["completeness"] > 0.999
+    train = broken / "data/splits/train.csv"
+    data = rows(train)
+    for r in data[1:]:
+        for i in range(0, len(r), 4):
+            r[i] = ""
+    write_rows(train, data)
+    res = check(broken, "splits_completeness")
+    assert res.status == "failed" and "expected > 95%" in res.message
+    assert res.evidence["completeness"] < 0.95
+
+
+def test_splits_disjoint(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "splits_disjoint")
+    assert res.status == "passed" and res.evidence["shared_rows"] == 0
+    train = rows(broken / "data/splits/train.csv")
+    test_csv = broken / "data/splits/test.csv"
+    write_rows(test_csv, rows(test_csv) + train[1:4])
+    res = check(broken, "splits_disjoint")
+    assert res.status == "failed" and res.evidence["shared_rows"] == 3
+    assert "3 row(s) present in two splits" in res.message
+
+
+def test_dag_structure(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "dag_structure")
+    assert res.status == "passed" and res.evidence["tasks"] == ["features", "ingest", "validate"]
+    dag = broken / "airflow_dags/data_pipeline.py"
+    dag.write_text(dag.read_text().replace("ingest >> validate >> features",
+                                           "ingest >> features\n    features >> validate"))
+    res = check(broken, "dag_structure")
+    assert res.status == "failed" and "not in order" in res.message
+    dag.write_text("def ingest():\n    pass\n")
+    res = check(broken, "dag_structure")
+    assert res.status == "failed" and "defines no DAG" in res.message
+    dag.write_text("with DAG(:\n")
+    assert check(broken, "dag_structure").status == "failed"
+
+
+def test_notebook_valid(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "notebook_valid")
+    assert res.status == "passed"
+    nb_path = broken / "eda_notebooks/eda.ipynb"
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"] = []
+    nb_path.write_text(json.dumps(nb))
+    res = check(broken, "notebook_valid")
+    assert res.status == "failed" and "no code cell has output" in res.message
+    nb["cells"][0]["cell_type"] = "slides"
+    nb_path.write_text(json.dumps(nb))
+    res = check(broken, "notebook_valid")
+    assert res.status == "failed" and "not a valid notebook" in res.message
+
+
+# -- phase 3 -------------------------------------------------------------------------
+def save_dummy_model(ws: Path) -> None:
+    import joblib
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import Pipeline
+
+    spec = yaml.safe_load((ws / "ml-spec.yaml").read_text())
+    train = pd.read_csv(ws / "data/splits/train.csv")
+    model = Pipeline([("model", DummyClassifier(strategy="prior"))])
+    model.fit(train[spec["feature_columns"]], train[spec["target"]])
+    joblib.dump(model, ws / "artifacts/model.joblib")
+
+
+def test_model_beats_baseline(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "model_beats_baseline")
+    assert res.status == "passed", res.message
+    assert res.evidence["baseline"] == pytest.approx(0.5) and res.evidence["margin"] > 0.5
+    assert res.evidence["formula"] == "(m - b) / (1 - b)"
+    save_dummy_model(broken)
+    res = check(broken, "model_beats_baseline")
+    assert res.status == "failed"
+    assert "margin (m - b) / (1 - b) = 0.0%" in res.message and "expected > 10%" in res.message
+
+
+def test_reported_score_matches(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "reported_score_matches")
+    assert res.status == "passed", res.message
+    measured = res.evidence["measured"]
+    edit_json(broken / "artifacts/model_meta.json",
+              lambda d: d.update(test_score=min(1.0, measured + 0.05)))
+    res = check(broken, "reported_score_matches")
+    assert res.status == "failed" and "artifacts/model_meta.json reports" in res.message
+    assert f"{measured:.4f}" in res.message
+
+
+def test_cv_stability(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "cv_stability")
+    assert res.status == "passed" and res.evidence["cv_std"] < 0.05
+    results = broken / "experiments/results.json"
+
+    def widen(d: dict) -> None:
+        scores = [0.60, 0.90, 0.70, 0.95, 0.65]
+        mean = sum(scores) / 5
+        std = (sum((s - mean) ** 2 for s in scores) / 5) ** 0.5
+        d["models"][d["best_model"]].update(cv_scores=scores, cv_mean=mean, cv_std=std)
+
+    edit_json(results, widen)
+    res = check(broken, "cv_stability")
+    assert res.status == "failed" and "expected < 0.05" in res.message
+    edit_json(results, lambda d: d["models"][d["best_model"]].update(cv_std=0.001))
+    res = check(broken, "cv_stability")
+    assert res.status == "failed" and "is not the std of its fold scores" in res.message
+
+
+def test_mlflow_runs(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "mlflow_runs")
+    assert res.status == "passed" and res.evidence["runs"] >= 4
+    con = sqlite3.connect(broken / "mlflow.db")
+    con.execute("update runs set lifecycle_stage = 'deleted' where run_uuid in "
+                "(select run_uuid from runs limit 2)")
+    con.commit()
+    con.close()
+    res = check(broken, "mlflow_runs")
+    assert res.status == "failed" and "expected at least 4" in res.message
+    (broken / "mlflow.db").unlink()
+    assert "does not exist" in check(broken, "mlflow_runs").message
+
+
+def test_model_card_sections(telco_workspace: Path, broken: Path) -> None:
+    assert check(telco_workspace, "model_card_sections").status == "passed"
+    card = broken / "model_cards/model_card.md"
+    text = card.read_text()
+    card.write_text(text[:text.index("## Fairness")])
+    res = check(broken, "model_card_sections")
+    assert res.status == "failed" and "missing section(s) ['Fairness']" in res.message
+
+
+def test_hanging_model_cannot_hang_the_gate(broken: Path) -> None:
+    class Sleeper:
+        def __reduce__(self) -> tuple:
+            return (time.sleep, (60,))
+
+    (broken / "artifacts/model.joblib").write_bytes(pickle.dumps(Sleeper()))
+    started = time.monotonic()
+    res = check(broken, "model_beats_baseline", score_timeout_s=3)
+    assert time.monotonic() - started < 20
+    assert res.status == "failed" and "wall-clock limit" in res.message
+
+
+def test_gate_cli_reports_the_dummy_model(broken: Path) -> None:
+    save_dummy_model(broken)
+    res = mlpipe("gate", "phase3", "-w", str(broken))
+    assert res.returncode == 1
+    assert "Model does not beat the baseline" in res.stdout
+    assert "the gate's baseline" in res.stdout
