@@ -30,9 +30,8 @@ from sklearn.base import clone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deployment.validate_model import LOWER_IS_BETTER, score  # noqa: E402
-
 from continuous_training import registry  # noqa: E402
+from deployment.validate_model import LOWER_IS_BETTER, score  # noqa: E402
 
 ROOT = registry.ROOT
 
