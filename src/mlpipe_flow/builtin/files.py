@@ -8,21 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mlpipe_flow.state import atomic_write
+
 TEMPLATES = Path(__file__).parent / "templates"
 
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["TEMPLATES", "atomic_write", "copy_code", "remove", "render", "write_all"]
 
 
 def write_all(root: Path, files: dict[str, str]) -> None:
