@@ -50,6 +50,7 @@ bench: venv
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/demo.py
 
 clean:
 	rm -rf $(VENV) .tools $(DEMO_WS) .pytest_cache

@@ -15,11 +15,9 @@ from conftest import REPO, SHARED, mlpipe
 def workflow_with_load_rate(dest: Path, rate: float) -> Path:
     """The default workflow with phase 4's open-loop load at `rate` req/s.
 
-    The gate's own target, 1000 req/s with p95 < 100 ms, sits at the edge of what this shared
-    2-core machine holds (bench/serve.py measured the generated API's p95 at 59-218 ms from one
-    run to the next, as neighbours came and went), so the suite's whole run uses the rate
-    test_phase4 uses (MLPIPE_TEST_LOAD_RATE, default 500); MLPIPE_TEST_LOAD_RATE=1000 runs the
-    real target. Every other check is the default workflow's own.
+    The suite runs the gate's own target (1000 req/s, p95 < 100 ms) unless
+    MLPIPE_TEST_LOAD_RATE says otherwise, e.g. to see how far a slower machine gets. Every
+    other check is the default workflow's own.
     """
     import yaml
 
@@ -49,7 +47,8 @@ RUNS = {
 def test_full_run_reaches_100(name: str, tmp_path: Path) -> None:
     problem, data = RUNS[name]
     ws = tmp_path / "ws"
-    wf = workflow_with_load_rate(tmp_path / "wf", float(os.environ.get("MLPIPE_TEST_LOAD_RATE", "500")))
+    rate = os.environ.get("MLPIPE_TEST_LOAD_RATE")
+    wf = workflow_with_load_rate(tmp_path / "wf", float(rate)) if rate else REPO
     res = mlpipe("run", problem, "--data", str(data), "-w", str(ws), "--runner", "builtin",
                  "--workflow", str(wf), timeout=1200)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]

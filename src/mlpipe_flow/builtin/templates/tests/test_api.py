@@ -85,3 +85,28 @@ def test_metrics_exposed(client, test_rows):
         assert name in text
     if META["problem_type"] != "regression":
         assert "mlpipe_prediction_confidence_bucket" in text
+
+
+def test_predictor_reproduces_the_pipeline_on_the_test_split(client):
+    """Whichever predictor serves (compiled to numpy or the pipeline itself), its output on the
+    whole test split equals the saved pipeline's own predict_proba / predict."""
+    import numpy as np
+    from deployment.api import main
+
+    frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
+    rows = records(frame)
+    columns = {name: np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=float)
+               if name in main.NUMERIC else np.array([r[name] for r in rows], dtype=object)
+               for name in FEATURES}
+    method = main.MODEL.predict_proba if main.IS_CLASSIFIER else main.MODEL.predict
+    want = np.asarray(method(pd.DataFrame(columns)))
+    np.testing.assert_allclose(main.PREDICTOR.output(columns), want, rtol=1e-9, atol=1e-12)
+    assert client.get("/health").json()["predictor"] == main.PREDICTOR.kind
+
+
+def test_compiled_predictor_refuses_what_it_cannot_reproduce():
+    from deployment.api import predictor
+    from sklearn.dummy import DummyClassifier
+
+    p = predictor.load(DummyClassifier().fit([[0], [1]], [0, 1]), ["x"], {"x"}, proba=True)
+    assert p.kind == "sklearn" and "not compiled" in p.reason

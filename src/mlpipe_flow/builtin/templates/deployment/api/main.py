@@ -2,8 +2,9 @@
 
 Run with ONE worker:  uvicorn deployment.api.main:app --host 0.0.0.0 --port 8000
 Concurrent /predict requests are gathered for up to BATCH_WAIT_MS and predicted as one
-DataFrame: a scikit-learn pipeline costs milliseconds per call but microseconds per row, so
-one call per batch (not per request) is what holds a high request rate on one worker.
+batch: a scikit-learn pipeline costs milliseconds per call but microseconds per row, so
+one call per batch (not per request) is what holds a high request rate on one worker; the
+pipeline itself is compiled to numpy when it can be (predictor.py), /health says whether.
 
 The model served is the registry's champion (registry/champion.json) when a registry exists,
 else artifacts/model.joblib; MODEL_DIR overrides both.
@@ -28,7 +29,7 @@ from typing import Any
 
 import joblib
 import numpy as np
-import pandas as pd
+from deployment.api import predictor
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import (
@@ -77,6 +78,8 @@ IS_CLASSIFIER = META["problem_type"] != "regression" and hasattr(MODEL, "predict
 FEATURE_TYPES: dict[str, str] = json.loads(
     (Path(__file__).parent / "features.json").read_text(encoding="utf-8"))
 NUMERIC = {name for name in FEATURES if FEATURE_TYPES.get(name) == "number"}
+PREDICTOR = predictor.load(MODEL, FEATURES, NUMERIC, proba=IS_CLASSIFIER)
+CLASSES = [str(c) for c in MODEL.classes_] if IS_CLASSIFIER else []
 
 # --- request validation, built from the feature columns -----------------------------------
 # Each record is a TypedDict keyed by the raw column names (any spelling), every feature
@@ -153,8 +156,8 @@ _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
 def predict_rows(rows: list[dict[str, Any]]) -> tuple[list[Any], list[float] | None,
                                                        list[dict[str, float]] | None]:
-    # one numpy array per column (floats for numeric features, nulls as NaN): cheaper to build
-    # and to validate inside the pipeline than a frame inferred from a list of dicts
+    # one numpy array per column (floats for numeric features, nulls as NaN), the input both
+    # the compiled predictor and the pipeline (as a DataFrame) take
     columns = {}
     for name in FEATURES:
         values = [r[name] for r in rows]
@@ -162,14 +165,12 @@ def predict_rows(rows: list[dict[str, Any]]) -> tuple[list[Any], list[float] | N
             columns[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
         else:
             columns[name] = np.array(values, dtype=object)
-    frame = pd.DataFrame(columns, copy=False)
     if not IS_CLASSIFIER:
-        return MODEL.predict(frame).tolist(), None, None
-    proba = MODEL.predict_proba(frame)
-    classes = [str(c) for c in MODEL.classes_]
+        return PREDICTOR.output(columns).tolist(), None, None
+    proba = PREDICTOR.output(columns)
     labels = MODEL.classes_[proba.argmax(axis=1)].tolist()
     conf = proba.max(axis=1).tolist()
-    probs = [dict(zip(classes, row, strict=True)) for row in proba.tolist()]
+    probs = [dict(zip(CLASSES, row, strict=True)) for row in proba.tolist()]
     return labels, conf, probs
 
 
@@ -291,7 +292,8 @@ app.add_middleware(ObserveMiddleware)
 @app.get("/health")
 async def health() -> dict[str, Any]:
     return {"status": "ok", "model_version": VERSION, "problem_type": META["problem_type"],
-            "features": len(FEATURES)}
+            "features": len(FEATURES), "predictor": PREDICTOR.kind,
+            "predictor_note": PREDICTOR.reason}
 
 
 @app.post("/predict", response_model=PredictResponse,
