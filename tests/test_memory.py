@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -181,6 +182,39 @@ def test_newer_schema_is_refused(ws: Path, csv_file: Path, _mlpipe_home: Path, t
     # --no-memory does not touch it
     res = mlpipe("run", CHURN, "--data", str(csv_file), "-w", str(ws), "--phase", "phase1", "--no-memory")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _open_and_write(path: str, barrier, results) -> None:  # type: ignore[no-untyped-def]
+    barrier.wait()
+    try:
+        db = MemoryDB.open(Path(path))
+        assert db is not None
+        db.start_run(f"run-{multiprocessing.current_process().pid}", "p", "/ws", "builtin", None, 0)
+        db.close()
+        results.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_creating_the_database_at_once_all_get_it(tmp_path: Path) -> None:
+    """Six processes open a database none has created yet, at the same instant, ten times over.
+    Without the creation lock about one attempt in three had a process told "database is
+    locked" (switching to WAL while another migrates is a deadlock SQLite does not wait out)."""
+    ctx = multiprocessing.get_context("spawn")
+    for trial in range(10):
+        path = tmp_path / f"t{trial}" / "memory.db"
+        path.parent.mkdir()
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_and_write, args=(str(path), barrier, results))
+                 for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failures = [r for r in (results.get(timeout=10) for _ in procs) if r != "ok"]
+        assert not failures, (trial, failures[:3])
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 6
 
 
 def test_two_concurrent_runs_share_one_database(tmp_path: Path, seed_workflow: Path,

@@ -12,13 +12,15 @@ Standard library only: the CLI imports this module for `history`/`show`/`pattern
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -137,14 +139,19 @@ class MemoryDB:
                     f"knows ({SCHEMA_VERSION}); upgrade mlpipe, or set MLPIPE_HOME to use another "
                     "folder (or pass --no-memory)")
             if version < SCHEMA_VERSION:
-                conn.execute("PRAGMA journal_mode = WAL")
-                cls._migrate(conn, path)
+                # Switching a new database to WAL needs an exclusive lock; two processes doing it
+                # while one migrates can deadlock, and SQLite then answers "database is locked"
+                # at once instead of waiting. Creation and migration are serialised by a lock
+                # file (the OS drops it if the process dies); once in WAL, writers just wait.
+                with creation_lock(path):
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    cls._migrate(conn, path)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except MemoryTooNew:
             conn.close()
             raise
-        except sqlite3.Error as e:
+        except (OSError, sqlite3.Error) as e:
             conn.close()
             raise MemoryUnavailable(f"memory database {path} is unusable ({_why(e)}); {fix}") from None
         return cls(conn, path)
@@ -287,6 +294,17 @@ class MemoryDB:
         patterns = [dict(r) for r in conn.execute(
             "SELECT phase, title, text FROM patterns WHERE run_id = ? ORDER BY id", (run_id,))]
         return {"attempts": attempts, "artifacts": artifacts, "patterns": patterns}
+
+
+@contextlib.contextmanager
+def creation_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock next to the database while it is created or migrated."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def fts_query(text: str, stopwords: frozenset[str] = STOPWORDS) -> str:
