@@ -91,6 +91,8 @@ def render_lines(kind: str, f: dict[str, Any]) -> list[str]:
                 + (f" - {f['message']}" if f.get("message") and f["status"] != "ok" else "")]
     if kind == "check":
         lines = [check_line(f.get("name") or f["id"], f["status"])]
+        if f["status"] in ("passed", "skipped") and f.get("message"):
+            lines.append(f"  ({f['message']})")  # what was measured, not just the verdict
         if f["status"] in ("failed", "error"):
             lines += [f"- check: {f['id']}", f"- {f['message']}"] + _fmt_evidence(f.get("evidence", {}))
         return lines
