@@ -7,9 +7,10 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from conftest import build_seed_workflow, use_fake_agent
+from conftest import build_seed_workflow, mlpipe, use_fake_agent
 from mlpipe_flow.cli import app
 
 runner = CliRunner()
@@ -141,3 +142,12 @@ def test_init_copies_workflow_that_loads(tmp_path: Path) -> None:
     assert res.exit_code == 0 and len(json.loads(res.output)) == 6
     res = runner.invoke(app, ["init", str(dest)])
     assert res.exit_code == 2 and "already has" in res.output
+
+
+@pytest.mark.parametrize("args", [["run", "p", "--bogus"], ["run", "p", "--max-attempts", "0"],
+                                  ["run"], ["frob"]])
+def test_usage_errors_are_one_line(args: list[str]) -> None:
+    res = mlpipe(*args)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("mlpipe: error: "), res.stderr
+    assert "--help" in res.stderr and "Traceback" not in res.stderr

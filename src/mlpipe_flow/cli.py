@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from mlpipe_flow.errors import MlpipeError
 
@@ -23,6 +24,13 @@ class _Group(TyperGroup):
         except MlpipeError as e:
             typer.echo(f"mlpipe: error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
+        except TyperException as e:  # (typer's click) a bad flag or value: one line, no usage block
+            if getattr(e, "exit_code", None) != 2:
+                raise
+            ctx_ = getattr(e, "ctx", None)
+            where = ctx_.command_path if ctx_ is not None else "mlpipe"
+            typer.echo(f"mlpipe: error: {e.format_message()} (see `{where} --help`)", err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

@@ -139,6 +139,8 @@ class Engine:
     def run_phase(self, phase: Phase, rec: PhaseRecord) -> bool:
         assert self.state is not None and self.runner is not None
         max_attempts = self.config.max_attempts or phase.max_attempts
+        # a phase resumed after its budget ran out keeps what it spent: the cap is per phase
+        phase_spent = rec.cost_usd if rec.status == "budget" else 0.0
         rec.status, rec.attempts, rec.reason, rec.failing_checks = "running", 0, "", []
         rec.started_at, rec.finished_at = now(), None
         self.store.save(self.state)
@@ -147,7 +149,6 @@ class Engine:
                           max_attempts=max_attempts)
         report: GateReport | None = None
         previous: list[tuple[str, str, str]] | None = None
-        phase_spent = 0.0
         for attempt in range(1, max_attempts + 1):
             cap, cap_reason = self.budget_left(phase, phase_spent)
             if cap is not None and cap <= 0:
@@ -385,9 +386,11 @@ class Engine:
             return None
         try:
             with (self.ws / d.staged).open(encoding="utf-8", errors="replace") as f:
-                return "".join(line[:500] for _, line in zip(range(lines), f, strict=False)).rstrip("\n")
+                text = "".join(line[:500] for _, line in zip(range(lines), f, strict=False))
         except OSError:
             return None
+        # no cell can close the <untrusted-data> fence early: angle brackets are escaped
+        return text.rstrip("\n").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
     def make_task(self, phase: Phase, prompt: str, run_dir: Path, attempt: int, repair: bool) -> AgentTask:
         assert self.state is not None

@@ -102,10 +102,18 @@ class GateReport(Strict):
         return [c for c in self.checks if c.status in ("failed", "error")]
 
     def signature(self) -> list[tuple[str, str, str]]:
-        """What failed and with which evidence: two equal signatures mean no progress."""
+        """What failed and with which evidence: two equal signatures mean no progress. Timings
+        ("1 failed in 0.05s", duration fields) are left out: they differ on every attempt."""
         import json
+        import re
 
-        return [(c.id, c.status, json.dumps(c.evidence, sort_keys=True)) for c in self.failures]
+        def steady(evidence: dict[str, Any]) -> str:
+            kept = {k: v for k, v in evidence.items()
+                    if not re.search(r"(^|_)(duration|seconds|elapsed|s|ms)$", k)}
+            text = json.dumps(kept, sort_keys=True, default=str)
+            return re.sub(r"\d+(?:\.\d+)?\s*(?:ms|s|sec|seconds)\b", "#s", text)
+
+        return [(c.id, c.status, steady(c.evidence)) for c in self.failures]
 
 
 def describe_validation_error(
