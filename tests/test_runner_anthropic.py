@@ -210,6 +210,11 @@ def test_sandbox_escape_attempts_are_refused(fake: FakeAnthropic, tmp_path: Path
         tool("run_command", command="/bin/sh -c id"),
         tool("run_command", command="env"),
         tool("read_file", path="data/../../outside/secret.txt"),
+        tool("run_command", command="cat linked_dir/secret.txt"),  # a symlink as an argument
+        tool("run_command", command="grep -r TOP linked_dir/"),
+        tool("run_command", command="cat etc_link/passwd"),
+        tool("read_file", path=".mlpipe/state.json"),  # mlpipe's records: not even read
+        tool("run_command", command="cat .mlpipe/state.json"),
     ]
     probe = tool(
         "run_command",

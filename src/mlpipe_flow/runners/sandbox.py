@@ -107,7 +107,7 @@ class Sandbox:
         resolved = candidate.resolve(strict=False)
         if not resolved.is_relative_to(self.root):
             raise ToolError(f"refused: {raw!r} resolves to {resolved}, outside the workspace {self.root}")
-        if resolved.is_relative_to(self.root / ".mlpipe") and write:
+        if resolved.is_relative_to(self.root / ".mlpipe"):  # records, gate logs, the data URL
             raise ToolError(f"refused: {raw!r} is mlpipe's own record folder (.mlpipe/)")
         return resolved
 
@@ -175,14 +175,19 @@ class Sandbox:
             raise ToolError(
                 f"refused: {exe!r} is not allowed (allowed: {', '.join(sorted(ALLOWED_COMMANDS))})"
             )
-        for arg in argv[1:]:
-            if arg.startswith(("~", "/", "..")) or "/.." in arg or "$" in arg:
-                self.path(arg.split("=", 1)[-1] if arg.startswith("-") else arg)
+        for arg in argv[1:]:  # every argument that could name a file must name one inside
+            value = arg.split("=", 1)[-1] if arg.startswith("-") else arg
+            if value.strip() and not (arg.startswith("-") and "=" not in arg):
+                self.path(value)
         if exe in {"python", "python3"} and self.python:
             argv[0] = self.python
         elif exe == "pytest" and self.python:
             argv = [self.python, "-m", "pytest", *argv[1:]]
-        env = proc.scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1"})
+        from mlpipe_flow.data import data_url
+
+        url = data_url(self.root)  # the agent's code reaches a database as the gate's does
+        env = proc.scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1",
+                                       **({"MLPIPE_DATA_URL": url} if url else {})})
         res = proc.run(argv, cwd=self.root, env=env, timeout_s=self.command_timeout_s)
         out = res.output[-20_000:]
         return f"[{res.describe()}]\n{out}" if not res.ok else f"[exit status 0]\n{out}"
