@@ -93,6 +93,14 @@ def test_splits_schema(telco_workspace: Path, broken: Path) -> None:
     assert "'Three year' is not an allowed category" in res.message or \
         any("Three year" in e for e in res.evidence["examples"])
     assert any("above the maximum" in e for e in res.evidence["examples"])
+    # a schema that checks nothing is not accepted either
+    schema_file = broken / "data_quality/schema.json"
+    schema = json.loads(schema_file.read_text())
+    schema["columns"] = [{"name": h, "type": "anything", "nullable": True} for h in data[0]]
+    schema_file.write_text(json.dumps(schema))
+    res = check(broken, "splits_schema")
+    assert res.status == "failed" and "does not constrain its columns" in res.message, res
+    assert "type 'anything' is not one of" in res.message
 
 
 def test_splits_completeness(telco_workspace: Path, broken: Path) -> None:

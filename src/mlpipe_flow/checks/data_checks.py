@@ -58,6 +58,10 @@ def splits_schema(ctx: CheckContext, params: SplitsSchemaParams) -> CheckResult:
     except (OSError, ValueError, KeyError, TypeError) as e:
         return result("failed", f"{params.schema_path} is missing or not a schema with "
                       f"columns[name, type, nullable]: {e}")
+    loose = [f"{name}: {why}" for name, col in columns.items() if (why := _loose_column(col))]
+    if loose:
+        return result("failed", f"{params.schema_path} does not constrain its columns: "
+                      f"{'; '.join(loose[:3])}", loose_columns=loose)
     cells = bad = 0
     examples: list[str] = []
     per_split: dict[str, int] = {}
@@ -99,6 +103,24 @@ def splits_schema(ctx: CheckContext, params: SplitsSchemaParams) -> CheckResult:
                       **evidence)
     return result("passed", f"all {cells} cells of {len(params.splits)} splits comply with "
                   f"{params.schema_path}", **evidence)
+
+
+SCHEMA_TYPES = ("integer", "number", "category", "string")
+
+
+def _loose_column(col: dict[str, Any]) -> str | None:
+    """Why a schema column checks nothing (an unknown type, a number without its range, a
+    category without its list), or None: a schema that accepts anything is not a schema."""
+    kind = col.get("type")
+    if kind not in SCHEMA_TYPES:
+        return f"type {kind!r} is not one of {', '.join(SCHEMA_TYPES)}"
+    if not isinstance(col.get("nullable"), bool):
+        return "nullable must be true or false"
+    if kind in ("integer", "number") and not ("min" in col and "max" in col):
+        return f"a {kind} column needs min and max"
+    if kind == "category" and not (isinstance(col.get("categories"), list) and col["categories"]):
+        return "a category column needs its list of categories"
+    return None
 
 
 def _violation(v: str, col: dict[str, Any], cats: set[str]) -> str | None:
