@@ -116,6 +116,15 @@ def test_history_patterns_prompt_and_export(tmp_path: Path, seed_workflow: Path,
     (churn_ws / "ml-architecture.md").write_text("edited\n")
     arch_art = next(a for a in arts if a["path"] == "ml-architecture.md")
     assert sha256(churn_ws / "ml-architecture.md") != arch_art["sha256"]
+    assert all(a["matches"] for a in arts) and manifest["changed_since"] == []
+    # ... and a new export says so instead of vouching for the old hash
+    res = mlpipe("export", churn_id, "-o", str(out))
+    assert res.returncode == 0 and "1 artifact(s) changed" in res.stderr, res.stderr
+    again = json.loads(out.read_text())
+    arch_now = next(a for a in again["artifacts"] if a["path"] == "ml-architecture.md")
+    assert arch_now["matches"] is False and arch_now["current_sha256"] == sha256(
+        churn_ws / "ml-architecture.md")
+    assert again["changed_since"] == ["ml-architecture.md"]
 
 
 def test_no_memory_records_nothing(ws: Path, csv_file: Path, _mlpipe_home: Path) -> None:

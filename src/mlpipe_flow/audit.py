@@ -73,14 +73,22 @@ def patterns_text(hits: list[dict[str, Any]]) -> str:
 def manifest(db: MemoryDB, run: dict[str, Any]) -> dict[str, Any]:
     """Each artifact with its hash, the attempt that produced it (prompt hash, runner, model,
     tokens, cost) and the gate's verdict on that attempt."""
+    from mlpipe_flow.state import file_sha256
+
     detail = db.run_detail(run["id"])
     attempts = {(a["phase"], a["attempt"]): a for a in detail["attempts"]}
     artifacts = []
+    workspace = Path(run["workspace"])
     for art in detail["artifacts"]:
         a = attempts.get((art["phase"], art["attempt"]), {})
         checks = a.get("gate_evidence") or []
+        try:  # the file as it is now: a manifest must not vouch for a file changed since
+            current: str | None = file_sha256(workspace / art["path"])
+        except OSError:
+            current = None
         artifacts.append({
-            "path": art["path"], "sha256": art["sha256"], "phase": art["phase"],
+            "path": art["path"], "sha256": art["sha256"], "current_sha256": current,
+            "matches": current == art["sha256"], "phase": art["phase"],
             "attempt": art["attempt"], "prompt_sha256": a.get("prompt_sha256"),
             "runner": a.get("runner"), "model": a.get("model"),
             "gate": {"passed": a.get("gate_passed"),
@@ -95,6 +103,7 @@ def manifest(db: MemoryDB, run: dict[str, Any]) -> dict[str, Any]:
         "attempts": [{k: v for k, v in a.items() if k != "gate_evidence"} | {
             "gate_checks": [{"id": c["id"], "status": c["status"], "evidence": c.get("evidence", {})}
                             for c in a["gate_evidence"] or []]} for a in detail["attempts"]],
+        "changed_since": [a["path"] for a in artifacts if not a["matches"]],
         "totals": {"cost_usd": round(sum(a["cost_usd"] for a in detail["attempts"]), 6),
                    "tokens_in": sum(a["tokens_in"] for a in detail["attempts"]),
                    "tokens_out": sum(a["tokens_out"] for a in detail["attempts"])},

@@ -337,7 +337,12 @@ def export(run_id: Annotated[str, typer.Argument(help="A run id (or a unique pre
     db = open_for_reading()
     run = require_run(db, run_id)
     assert db is not None
-    text = json.dumps(manifest(db, run), indent=2) + "\n"
+    data = manifest(db, run)
+    text = json.dumps(data, indent=2) + "\n"
+    if data["changed_since"]:
+        typer.echo(f"warning: {len(data['changed_since'])} artifact(s) changed or missing since the "
+                   f"run recorded them (e.g. {data['changed_since'][0]}); see current_sha256",
+                   err=True)
     if output is not None:
         try:
             atomic_write(output, text)
