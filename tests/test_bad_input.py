@@ -127,3 +127,15 @@ def test_problem_mismatch_on_resume(ws: Path, csv_file: Path) -> None:
     assert mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws), "--phase",
                   "phase1").returncode == 0
     assert_one_line_error(mlpipe("run", "predict price", "-w", str(ws)), "different problem", "--fresh")
+
+
+def test_refused_fresh_run_keeps_the_old_state(ws: Path, csv_file: Path) -> None:
+    """`--fresh` that is then refused (phase4 needs phase3) sets nothing aside: the run that
+    was there still resumes."""
+    assert mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws), "--phase",
+                  "phase1").returncode == 0
+    before = (ws / ".mlpipe/state.json").read_text()
+    assert_one_line_error(mlpipe("run", "predict churn", "-w", str(ws), "--fresh", "--phase",
+                                 "phase4"), "phase4 needs phase3")
+    assert (ws / ".mlpipe/state.json").read_text() == before
+    assert not list((ws / ".mlpipe").glob("state.*.json"))

@@ -106,6 +106,8 @@ class Engine:
                 state.data = data_mod.stage(self.ws, self.opts.data)
                 self.display.emit("data_staged", source=state.data.source,
                                   dest=state.data.staged or "(database URL)")
+            if self.opts.fresh and self.store.exists():
+                self.store.set_aside()
             state.status = "running"
             self.store.save(state)
             explicit = self.opts.phase is not None or self.opts.from_phase is not None
@@ -123,6 +125,12 @@ class Engine:
                         self.finish()
                         raise RunFailed(f"{phase.id} ({phase.name}) did not pass its gate: "
                                         f"{rec.reason}")
+            except RunFailed:
+                raise
+            except MlpipeError:  # the runner cannot go on: the run is over, not "running"
+                state.status = "failed"
+                self.store.save(state)
+                raise
             except KeyboardInterrupt:
                 for rec in state.phases:
                     if rec.status == "running":
@@ -276,9 +284,7 @@ class Engine:
 
     # -- state ------------------------------------------------------------------------
     def load_or_create_state(self) -> RunState:
-        if self.opts.fresh:
-            if self.store.exists():
-                self.store.set_aside()
+        if self.opts.fresh:  # the old state is set aside only once this run really starts
             state = None
         else:
             state = self.store.load()  # a corrupt file is reported, never silently reset
