@@ -71,3 +71,9 @@ def test_hash_outputs_ignores_caches_and_sees_changes(tmp_path: Path) -> None:
     assert hash_outputs(tmp_path, outs) != h1
     (tmp_path / "a.md").unlink()
     assert hash_outputs(tmp_path, outs)["a.md"] == "missing"
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
+    from mlpipe_flow.state import UMASK, atomic_write
+    atomic_write(tmp_path / "f.json", "{}")
+    assert os.stat(tmp_path / "f.json").st_mode & 0o777 == 0o666 & ~UMASK

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from mlpipe_flow.errors import DataError
-from mlpipe_flow.state import DataRef, file_sha256
+from mlpipe_flow.state import UMASK, DataRef, file_sha256
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 RAW_DIR = "data/raw"
@@ -56,6 +56,7 @@ def stage(workspace: Path, value: str) -> DataRef:
     dest = raw / src.name
     if dest.resolve() != src:
         fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{src.name}.")
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the data from the team
         os.close(fd)
         try:
             shutil.copyfile(src, tmp)

@@ -88,11 +88,22 @@ class RunState(Record):
         return sum(p.cost_usd for p in self.phases)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, os.replace, fsync the folder: all or nothing."""
+    """Temp file in the same folder, fsync, os.replace, fsync the folder: all or nothing.
+    The file gets the mode a plain open() would give it (mkstemp's is 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
