@@ -56,8 +56,11 @@ def infer_target(problem: str, columns: list[str], excluded: set[str]) -> str | 
     """The column the problem text names: 'predict churn' -> 'Churn'."""
     text = problem.lower()
     m = re.search(VERBS + r"\s+(.*?)" + PHRASE_END, text)
-    phrase = [w for w in tokens(m.group(1))] if m else []
-    phrase = [w for w in phrase if w not in STOPWORDS]
+    raw = tokens(m.group(1)) if m else []
+    phrase = [w for w in raw if w not in STOPWORDS]
+    # the head noun: the word before "of" ("the age of concrete" -> age), else the last word
+    of = raw.index("of") if "of" in raw[1:] else -1
+    head_word = raw[of - 1] if of > 0 else (phrase[-1] if phrase else None)
     rest = [w for w in tokens(text) if w not in STOPWORDS]
     best, best_score = None, 0.0
     for col in columns:
@@ -67,7 +70,9 @@ def infer_target(problem: str, columns: list[str], excluded: set[str]) -> str | 
         if not ctoks:
             continue
         hits = sum(any(same_word(w, c) for c in ctoks) for w in phrase)
-        head = 1.0 if phrase and any(same_word(phrase[-1], c) for c in ctoks) else 0.0
+        head = 1.0 if head_word and any(same_word(head_word, c) for c in ctoks) else 0.0
+        if phrase and not hits:
+            continue  # "predict X ...": the target is named in X, not elsewhere in the text
         loose = sum(any(same_word(w, c) for c in ctoks) for w in rest)
         score = 2.0 * hits + head + 0.25 * loose
         if score > best_score:

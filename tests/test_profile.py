@@ -1,0 +1,35 @@
+"""The built-in agent's reading of the problem text: which column is the target."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import REPO, SHARED
+from mlpipe_flow.builtin.profile import infer_target
+
+
+def header(path) -> list[str]:  # type: ignore[no-untyped-def]
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f))
+
+
+TELCO = SHARED / "telco_churn.csv"
+CONCRETE = SHARED / "concrete_strength.csv"
+EXAMPLE = REPO / "examples" / "churn" / "customers.csv"
+
+
+@pytest.mark.parametrize(("problem", "data", "target"), [
+    ("predict churn", TELCO, "Churn"),
+    ("churn prediction for telco customers", TELCO, "Churn"),
+    ("forecast monthly charges", TELCO, "MonthlyCharges"),
+    ("predict compressive strength", CONCRETE, "Concrete compressive strength(MPa, megapascals) "),
+    ("predict the age of concrete", CONCRETE, "Age (day)"),  # the head noun, not the last word
+    ("predict customer churn from real-time predictions via API, retraining weekly", EXAMPLE,
+     "churned"),
+    # "predict X": a column named only outside X is not the target -> ask for --target
+    ("predict fraud using contract details", TELCO, None),
+])
+def test_target_from_the_problem_text(problem: str, data, target: str | None) -> None:  # type: ignore[no-untyped-def]
+    assert infer_target(problem, header(data), {"customerID"}) == target
