@@ -33,3 +33,15 @@ EXAMPLE = REPO / "examples" / "churn" / "customers.csv"
 ])
 def test_target_from_the_problem_text(problem: str, data, target: str | None) -> None:  # type: ignore[no-untyped-def]
     assert infer_target(problem, header(data), {"customerID"}) == target
+
+
+@pytest.mark.parametrize(("problem", "cron"), [
+    ("predict churn with daily batch predictions, retraining weekly", "0 2 * * 1"),
+    ("nightly scoring, retrain quarterly", "0 2 1 */3 *"),
+    ("predict churn, retrained daily", "0 2 * * *"),
+    ("predict churn", "0 2 * * 1"),  # the default
+])
+def test_retraining_schedule_is_the_one_next_to_retrain(problem: str, cron: str) -> None:
+    from mlpipe_flow.builtin.phase1 import retraining_from
+
+    assert retraining_from(problem)[0]["schedule"] == cron

@@ -23,6 +23,8 @@ SCHEDULES = [  # (words in the problem text, cron, description)
     (r"\bhourly|every hour\b", "0 * * * *", "hourly"),
     (r"\b(daily|nightly|every day|each day)\b", "0 2 * * *", "daily at 02:00"),
     (r"\b(monthly|every month|each month)\b", "0 2 1 * *", "monthly, on the 1st at 02:00"),
+    (r"\b(quarterly|every quarter|each quarter)\b", "0 2 1 */3 *",
+     "quarterly, on the 1st at 02:00"),
     (r"\b(weekly|every week|each week)\b", "0 2 * * 1", "weekly, Mondays at 02:00"),
 ]
 METRIC_THRESHOLDS = {"roc_auc": 0.75, "f1_macro": 0.6, "accuracy": 0.8}
@@ -39,7 +41,10 @@ def serving_from(problem: str) -> dict[str, Any]:
 
 def retraining_from(problem: str) -> tuple[dict[str, Any], str]:
     text = problem.lower()
-    cron, words = next(((c, w) for pattern, c, w in SCHEDULES if re.search(pattern, text)),
+    # the schedule word next to "retrain" wins ("daily predictions, retraining weekly" -> weekly)
+    clauses = [c for c in re.split(r"[,;.]|\band\b", text) if re.search(r"\bre-?train", c)]
+    cron, words = next(((c, w) for where in [*clauses, text] for pattern, c, w in SCHEDULES
+                        if re.search(pattern, where)),
                        ("0 2 * * 1", "weekly, Mondays at 02:00 (default)"))
     return {"schedule": cron, "triggers": ["schedule", "data_drift", "performance_decay"]}, words
 
