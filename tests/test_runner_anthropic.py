@@ -215,6 +215,7 @@ def test_sandbox_escape_attempts_are_refused(fake: FakeAnthropic, tmp_path: Path
         tool("run_command", command="cat etc_link/passwd"),
         tool("read_file", path=".mlpipe/state.json"),  # mlpipe's records: not even read
         tool("run_command", command="cat .mlpipe/state.json"),
+        tool("write_file", path="mlpipe.yaml", content="workflow: /tmp/lenient\n"),
     ]
     probe = tool(
         "run_command",

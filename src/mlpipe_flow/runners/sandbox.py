@@ -109,6 +109,8 @@ class Sandbox:
             raise ToolError(f"refused: {raw!r} resolves to {resolved}, outside the workspace {self.root}")
         if resolved.is_relative_to(self.root / ".mlpipe"):  # records, gate logs, the data URL
             raise ToolError(f"refused: {raw!r} is mlpipe's own record folder (.mlpipe/)")
+        if write and resolved == self.root / "mlpipe.yaml":  # it picks the gates that judge
+            raise ToolError(f"refused: {raw!r} is mlpipe's configuration; the agent may not change it")
         return resolved
 
     def call(self, name: str, args: dict[str, Any]) -> str:
