@@ -185,6 +185,20 @@ def test_model_beats_baseline(telco_workspace: Path, broken: Path) -> None:
     assert "margin (m - b) / (1 - b) = 0.0%" in res.message and "expected > 10%" in res.message
 
 
+def test_a_test_split_edited_after_phase_2_is_not_scored(telco_workspace: Path,
+                                                         tmp_path: Path) -> None:
+    """Cutting the test split down to the rows the model gets right would inflate the score;
+    the run recorded the split's hash when phase 2 passed, so the gate refuses to score it."""
+    ws = tmp_path / "ws"
+    shutil.copytree(telco_workspace, ws)  # with .mlpipe/state.json this time
+    test_csv = ws / "data/splits/test.csv"
+    data = rows(test_csv)
+    write_rows(test_csv, data[:-50])
+    res = check(ws, "model_beats_baseline")
+    assert res.status == "failed", res.message
+    assert "data/splits/test.csv changed since the phase that made it passed" in res.message
+
+
 def test_reported_score_matches(telco_workspace: Path, broken: Path) -> None:
     res = check(telco_workspace, "reported_score_matches")
     assert res.status == "passed", res.message

@@ -60,6 +60,19 @@ def _digest(p: Path) -> str:
     return h.hexdigest()
 
 
+def _recorded_hash(ctx: CheckContext, rel: str) -> str | None:
+    """The hash the run recorded for `rel` when the phase that wrote it passed (None without
+    a run state): the model is scored on the split that phase made, not on one edited since."""
+    try:
+        state = json.loads((ctx.workspace / ".mlpipe" / "state.json").read_text(encoding="utf-8"))
+        for rec in state.get("phases", []):
+            if rec.get("status") == "passed" and rel in (rec.get("output_hashes") or {}):
+                return str(rec["output_hashes"][rel])
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return None
+
+
 def measure(ctx: CheckContext, params: ScoreInputs) -> dict[str, Any]:
     """The gate's own scores (cached per content of model, splits and spec)."""
     paths = [ctx.path(r) for r in (params.spec, params.model, params.train, params.test)]
@@ -67,6 +80,12 @@ def measure(ctx: CheckContext, params: ScoreInputs) -> dict[str, Any]:
         if not p.is_file():
             return {"error": f"{rel} does not exist"}
     key = tuple(_digest(p) for p in paths)
+    for rel, digest in ((params.train, key[2]), (params.test, key[3])):
+        recorded = _recorded_hash(ctx, rel)
+        if recorded is not None and recorded != digest:
+            return {"error": f"{rel} changed since the phase that made it passed (recorded "
+                             f"sha256 {recorded[:12]}, now {digest[:12]}): a score on it is not "
+                             "a hold-out score; run that phase again"}
     with _lock:
         if key in _cache:
             return _cache[key]
