@@ -12,13 +12,11 @@ Baseline margin (see README "Measured gates"), m = model, b = baseline on the te
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
 import statistics
 import threading
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +25,7 @@ from mlpipe_flow import proc
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.models import CheckResult
 from mlpipe_flow.spec import LOWER_IS_BETTER
+from mlpipe_flow.state import file_sha256
 
 _cache: dict[tuple[str, ...], dict[str, Any]] = {}
 _lock = threading.Lock()
@@ -52,14 +51,6 @@ def margin_formula(metric: str) -> str:
     return "(b - m) / b" if metric in LOWER_IS_BETTER else "(m - b) / (1 - b)"
 
 
-def _digest(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _recorded_hash(ctx: CheckContext, rel: str) -> str | None:
     """The hash the run recorded for `rel` when the phase that wrote it passed (None without
     a run state): the model is scored on the split that phase made, not on one edited since."""
@@ -79,7 +70,7 @@ def measure(ctx: CheckContext, params: ScoreInputs) -> dict[str, Any]:
     for rel, p in zip((params.spec, params.model, params.train, params.test), paths, strict=True):
         if not p.is_file():
             return {"error": f"{rel} does not exist"}
-    key = tuple(_digest(p) for p in paths)
+    key = tuple(file_sha256(p) for p in paths)
     for rel, digest in ((params.train, key[2]), (params.test, key[3])):
         recorded = _recorded_hash(ctx, rel)
         if recorded is not None and recorded != digest:

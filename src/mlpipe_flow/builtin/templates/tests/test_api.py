@@ -94,10 +94,7 @@ def test_predictor_reproduces_the_pipeline_on_the_test_split(client):
     from deployment.api import main
 
     frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
-    rows = records(frame)
-    columns = {name: np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=float)
-               if name in main.NUMERIC else np.array([r[name] for r in rows], dtype=object)
-               for name in FEATURES}
+    columns = main.to_columns(records(frame))
     method = main.MODEL.predict_proba if main.IS_CLASSIFIER else main.MODEL.predict
     want = np.asarray(method(pd.DataFrame(columns)))
     np.testing.assert_allclose(main.PREDICTOR.output(columns), want, rtol=1e-9, atol=1e-12)

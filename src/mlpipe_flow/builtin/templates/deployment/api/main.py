@@ -154,10 +154,9 @@ _queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[Any]]] | None =
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
 
-def predict_rows(rows: list[dict[str, Any]]) -> tuple[list[Any], list[float] | None,
-                                                       list[dict[str, float]] | None]:
-    # one numpy array per column (floats for numeric features, nulls as NaN), the input both
-    # the compiled predictor and the pipeline (as a DataFrame) take
+def to_columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """One numpy array per feature (floats for numeric features, nulls as NaN): the input both
+    the compiled predictor and the pipeline (as a DataFrame) take."""
     columns = {}
     for name in FEATURES:
         values = [r[name] for r in rows]
@@ -165,6 +164,12 @@ def predict_rows(rows: list[dict[str, Any]]) -> tuple[list[Any], list[float] | N
             columns[name] = np.array([np.nan if v is None else v for v in values], dtype=float)
         else:
             columns[name] = np.array(values, dtype=object)
+    return columns
+
+
+def predict_rows(rows: list[dict[str, Any]]) -> tuple[list[Any], list[float] | None,
+                                                       list[dict[str, float]] | None]:
+    columns = to_columns(rows)
     if not IS_CLASSIFIER:
         return PREDICTOR.output(columns).tolist(), None, None
     proba = PREDICTOR.output(columns)

@@ -153,9 +153,12 @@ def _categorical_encoder(steps: list[Any], names: list[str]) -> Encode:
     return encode
 
 
+def _steps(transformer: Any) -> list[Any]:
+    return [s for _, s in transformer.steps] if isinstance(transformer, Pipeline) else [transformer]
+
+
 def _group_encoder(transformer: Any, names: list[str]) -> Encode:
-    steps = transformer.steps if isinstance(transformer, Pipeline) else [transformer]
-    steps = [s for _, s in steps] if isinstance(transformer, Pipeline) else steps
+    steps = _steps(transformer)
     if any(isinstance(s, OneHotEncoder) for s in steps):
         return _categorical_encoder(steps, names)
     return _numeric_encoder(steps, names)
@@ -199,8 +202,7 @@ def check_rows(model: Any, features: list[str], numeric: set[str], n: int = CHEC
     categories: dict[str, list[Any]] = {}
     pre = model.steps[0][1] if isinstance(model, Pipeline) else None
     for _, transformer, cols in _groups(pre) if isinstance(pre, ColumnTransformer) else []:
-        steps = [s for _, s in transformer.steps] if isinstance(transformer, Pipeline) else []
-        for step in steps:
+        for step in _steps(transformer):
             if isinstance(step, StandardScaler) and step.with_mean and step.with_std:
                 stats.update({c: (float(m), float(s)) for c, m, s in
                               zip(cols, step.mean_, step.scale_, strict=True)})
