@@ -10,14 +10,22 @@ from conftest import mlpipe
 
 
 def run_phases(ws: Path, problem: str, data: str | None, *phases: str,
-               extra: tuple[str, ...] = ()) -> None:
-    """`mlpipe run PROBLEM --runner builtin --phase P` for each phase; each must pass."""
+               extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+    """`mlpipe run PROBLEM --runner builtin --phase P` for each phase; each must pass. The
+    run's records go to MLPIPE_HOME `home_of(ws)` unless `env` says otherwise: a later
+    `mlpipe gate` on the workspace passes `env=home_of(ws)` to be judged against them."""
+    env = env or home_of(ws)
     for i, phase in enumerate(phases):
         args = ["run", problem, "-w", str(ws), "--runner", "builtin", "--phase", phase, *extra]
         if i == 0 and data is not None:
             args += ["--data", data]
-        res = mlpipe(*args, timeout=600)
+        res = mlpipe(*args, timeout=600, env=env)
         assert res.returncode == 0, (phase, res.stdout[-3000:], res.stderr[-2000:])
+
+
+def home_of(ws: Path) -> dict[str, str]:
+    """The MLPIPE_HOME (records, memory) of a workspace built by `run_phases`."""
+    return {"MLPIPE_HOME": str(ws.parent / "home")}
 
 
 def results(ws: Path) -> dict:

@@ -83,3 +83,21 @@ def telco_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_phases(ws, "predict churn from real-time predictions via API, retraining daily",
                str(SHARED / "telco_churn.csv"), "phase1", "phase2", "phase3")
     return ws
+
+
+@pytest.fixture(scope="session")
+def passing(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The example data through all six phases and gates with the built-in agent, once per
+    session (tests/mutations.py). Read-only: break a `mutant` copy instead."""
+    from mutations import build_passing
+
+    return build_passing(tmp_path_factory.mktemp("passing"))
+
+
+@pytest.fixture
+def mutant(passing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A private copy of the passing workspace, judged with the records of its run."""
+    from mutations import Mutant
+
+    monkeypatch.setenv("MLPIPE_HOME", str(passing.home))
+    return Mutant(passing, tmp_path / "ws")

@@ -7,6 +7,8 @@ environment variables the tests set:
   FAKE_AGENT_SLEEP=phase3:30    sleep that many seconds in that phase, after writing half
   FAKE_AGENT_LOG=path           append "phase attempt repair" lines, one per invocation
   FAKE_AGENT_EXIT=3             exit with this status after writing (a crashing agent)
+  FAKE_AGENT_TAMPER=phase1:PATH append a line to PATH (workspace-relative or absolute) in that
+                                phase's first attempt: a file the agent may not touch
 """
 
 from __future__ import annotations
@@ -107,6 +109,12 @@ def main() -> int:
     if os.environ.get("FAKE_AGENT_FAIL_ONCE") == phase and not task["repair"]:
         ok = False
     globals()[phase](ok)
+    tamper = os.environ.get("FAKE_AGENT_TAMPER", "")
+    if tamper.startswith(phase + ":") and not task["repair"]:
+        target = Path(tamper.split(":", 1)[1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a") as f:
+            f.write("# changed by the agent\n")
     print(f"fake agent: wrote the {phase} contract ({'complete' if ok else 'with a mistake'})")
     return int(os.environ.get("FAKE_AGENT_EXIT", "0"))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builtin_helpers import multiclass_csv, results, run_phases
+from builtin_helpers import home_of, multiclass_csv, results, run_phases
 from conftest import REPO, SHARED, mlpipe
 
 CONCRETE = SHARED / "concrete_strength.csv"
@@ -70,7 +70,7 @@ def test_telco_phase3_model(telco_ws: Path) -> None:
 
 def test_telco_phase3_gate_passes_from_the_cli(telco_ws: Path) -> None:
     # (`mlpipe run` already required each gate to pass; this re-checks phase 3 on its own)
-    res = mlpipe("gate", "phase3", "-w", str(telco_ws), "--json")
+    res = mlpipe("gate", "phase3", "-w", str(telco_ws), "--json", env=home_of(telco_ws))
     assert res.returncode == 0, res.stdout[-3000:]
     report = json.loads(res.stdout)
     assert all(c["status"] == "passed" for c in report["checks"]), report

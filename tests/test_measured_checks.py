@@ -185,18 +185,34 @@ def test_model_beats_baseline(telco_workspace: Path, broken: Path) -> None:
     assert "margin (m - b) / (1 - b) = 0.0%" in res.message and "expected > 10%" in res.message
 
 
-def test_a_test_split_edited_after_phase_2_is_not_scored(telco_workspace: Path,
-                                                         tmp_path: Path) -> None:
+def test_a_test_split_edited_after_phase_2_is_not_scored(telco_workspace: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Cutting the test split down to the rows the model gets right would inflate the score;
-    the run recorded the split's hash when phase 2 passed, so the gate refuses to score it."""
+    mlpipe recorded the split's hash in its own records (MLPIPE_HOME) when phase 2 passed, so
+    the gate refuses to score it — even when the agent rewrites the hash in .mlpipe/state.json."""
+    from mlpipe_flow.state import file_sha256
+
+    monkeypatch.setenv("MLPIPE_HOME", str(telco_workspace.parent / "home"))
     ws = tmp_path / "ws"
     shutil.copytree(telco_workspace, ws)  # with .mlpipe/state.json this time
     test_csv = ws / "data/splits/test.csv"
     data = rows(test_csv)
     write_rows(test_csv, data[:-50])
-    res = check(ws, "model_beats_baseline")
+    state_file = ws / ".mlpipe" / "state.json"
+    state = json.loads(state_file.read_text())
+    for rec in state["phases"]:
+        if "data/splits/test.csv" in rec["output_hashes"]:
+            rec["output_hashes"]["data/splits/test.csv"] = file_sha256(test_csv)
+    state_file.write_text(json.dumps(state))
+    k = CHECKS["model_beats_baseline"]
+    ctx = CheckContext(workspace=ws, phase="test", timeout_s=300, run_id=state["run_id"])
+    res = k.run(ctx, k.params())
     assert res.status == "failed", res.message
     assert "data/splits/test.csv changed since the phase that made it passed" in res.message
+    # a run whose records are gone cannot be judged against them: an error, never a pass
+    monkeypatch.setenv("MLPIPE_HOME", str(tmp_path / "elsewhere"))
+    res = k.run(ctx, k.params())
+    assert res.status == "error" and "records of run" in res.message, res.message
 
 
 def test_reported_score_matches(telco_workspace: Path, broken: Path) -> None:

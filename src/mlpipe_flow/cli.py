@@ -130,7 +130,7 @@ def gate(
         data.update(state.data.model_dump())
     display = NullDisplay() if json_out else PlainDisplay()
     report = run_gate(ph, wf.gates[ph.gate], ws, only=only, display=display, data=data,
-                      python=config.python)
+                      python=config.python, run_id=state.run_id if state else None)
     if junit:
         write_junit(report, junit)
     if json_out:

@@ -68,6 +68,58 @@ def stage(workspace: Path, value: str) -> DataRef:
                    sha256=file_sha256(dest))
 
 
+def split_sql_url(url: str) -> tuple[str, str | None, str | None]:
+    """`sqlite:///x.db?table=t` -> (`sqlite:///x.db`, 't', None); `?query=...` likewise.
+    mlpipe's own reading of a data URL (the built-in agent's ingestion has its own)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    base, _, qs = url.partition("?")
+    params = parse_qsl(qs, keep_blank_values=True)
+    table = next((v for k, v in params if k == "table"), None)
+    query = next((v for k, v in params if k == "query"), None)
+    rest = urlencode([(k, v) for k, v in params if k not in ("table", "query")])
+    return (f"{base}?{rest}" if rest else base), table, query
+
+
+SNAPSHOT = """
+import sys
+import pandas as pd
+import sqlalchemy as sa
+engine_url, table, query, dest = sys.argv[1:5]
+engine = sa.create_engine(engine_url)
+try:
+    sql = sa.text(query) if query else sa.select(sa.text("*")).select_from(sa.table(table))
+    with engine.connect() as conn:
+        frame = pd.read_sql(sql, conn)
+finally:
+    engine.dispose()
+frame.to_csv(dest, index=False)
+print(len(frame))
+"""
+
+
+def snapshot_url(url: str, dest: Path, python: str, timeout_s: float = 600) -> str | None:
+    """Copy the rows a database URL names into `dest` (CSV), in a child process of `python`;
+    returns why it could not (None when it did). The gates compare the splits with these rows:
+    what the database held when the run started, not what it holds when a gate runs."""
+    from mlpipe_flow import proc
+
+    engine_url, table, query = split_sql_url(url)
+    if not table and not query:
+        return "the URL names no ?table= or ?query="
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    res = proc.run([python, "-c", SNAPSHOT, engine_url, table or "", query or "", str(tmp)],
+                   cwd=dest.parent, timeout_s=timeout_s,
+                   env=proc.scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1"}))
+    if not res.ok:
+        tmp.unlink(missing_ok=True)
+        tail = [ln for ln in res.output.splitlines() if ln.strip()][-1:]
+        return mask_secrets(f"{res.describe()}: {' '.join(tail)}", url)[:300]
+    os.replace(tmp, dest)
+    return None
+
+
 def data_url(workspace: Path) -> str | None:
     p = workspace / URL_FILE
     return p.read_text().strip() if p.is_file() else None

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_flow import data as data_mod
-from mlpipe_flow.config import Config
+from mlpipe_flow.config import CONFIG_FILE, Config
 from mlpipe_flow.display import Display
 from mlpipe_flow.errors import MlpipeError, RunFailed, StateError, UsageError
 from mlpipe_flow.gate import run_gate
+from mlpipe_flow.integrity import Guard, tamper_report
 from mlpipe_flow.memory import NullMemory, open_run_memory
 from mlpipe_flow.models import GateReport, Phase
+from mlpipe_flow.records import RunRecords
 from mlpipe_flow.runners import AgentResult, AgentTask, Runner, make_runner
 from mlpipe_flow.state import (
+    DataRef,
     PhaseRecord,
     RunState,
     StateStore,
@@ -104,6 +107,7 @@ class Engine:
                 for ph, items in self.patterns.items() for p in items])
             if self.opts.data:
                 state.data = data_mod.stage(self.ws, self.opts.data)
+                self.record_raw(state.data)
                 self.display.emit("data_staged", source=state.data.source,
                                   dest=state.data.staged or "(database URL)")
             if self.opts.fresh and self.store.exists():
@@ -171,25 +175,36 @@ class Engine:
             self.display.emit("attempt_started", phase=phase.id, attempt=attempt,
                               max_attempts=max_attempts, repair=report is not None,
                               runner=self.runner.name, run_dir=str(run_dir))
+            self.store.save(self.state)
+            guard = Guard.take(self.guarded_paths())
             try:
                 result = self.runner.run(task, self.display)
             except MlpipeError as e:  # the runner cannot go on (bad data, missing CLI, ...)
                 rec.status, rec.reason, rec.finished_at = "failed", str(e), now()
                 self.store.save(self.state)
                 raise
+            tampered = guard.changed()
+            lost = guard.restore(tampered) if tampered else []
             self.account(rec, result, run_dir)
             phase_spent += result.cost_usd
             self.spent_usd += result.cost_usd
             rec.attempts = attempt
             self.store.save(self.state)
-            report = run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
-                              data=self.gate_data(), python=self.config.python)
+            if tampered:  # the attempt fails whatever its files would have made of the gate
+                report = tamper_report(phase.id, phase.gate, [self.shown(p) for p in tampered],
+                                       [self.shown(p) for p in lost])
+                self.display.emit("check", phase=phase.id, **report.checks[0].model_dump())
+            else:
+                report = self.run_gate(phase)
             atomic_write(run_dir / "gate.json", report.model_dump_json(indent=2))
             run_attempt = int(run_dir.name.rsplit("-", 1)[1])  # attempt-N, unique within the run
             self.memory.record_attempt(self.state, phase.id, run_attempt, prompt, result, report, run_dir)
             if report.passed:
                 rec.status, rec.finished_at = "passed", now()
                 rec.output_hashes = self.hash_outputs(phase)
+                self.records.save_phase(phase.id, {"passed_at": rec.finished_at,
+                                                   "output_hashes": rec.output_hashes,
+                                                   "report": report.model_dump()})
                 self.memory.record_phase_passed(self.state, phase, run_attempt, self.ws, rec.output_hashes)
                 self.advance()
                 self.store.save(self.state)
@@ -217,6 +232,44 @@ class Engine:
         self.display.emit("phase_failed", phase=phase.id, reason=rec.reason,
                           failing=rec.failing_checks)
         return False
+
+    def record_raw(self, ref: DataRef) -> None:
+        """What the run's data was when staged, in mlpipe's records (a database: its rows)."""
+        record: dict[str, Any] = ref.model_dump()
+        if ref.kind == "url":
+            url = data_mod.data_url(self.ws) or ""
+            previous = self.records.raw() or {}
+            if previous.get("source") == ref.source and self.records.snapshot.is_file():
+                return  # the rows were copied when the run started; keep that copy
+            why = data_mod.snapshot_url(url, self.records.snapshot, self.config.python)
+            record["snapshot"] = None if why else self.records.snapshot.name
+            if why:
+                record["snapshot_error"] = why
+                self.display.emit("warning", message=f"could not copy the database rows into "
+                                  f"mlpipe's records ({why}); gates that compare the splits with "
+                                  "the raw data will say they could not measure")
+        self.records.save_raw(record)
+
+    def run_gate(self, phase: Phase) -> GateReport:
+        assert self.state is not None
+        return run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
+                        data=self.gate_data(), python=self.config.python,
+                        run_id=self.state.run_id)
+
+    # -- what an agent may not touch ----------------------------------------------------
+    @property
+    def records(self) -> RunRecords:
+        assert self.state is not None
+        return RunRecords(self.state.run_id)
+
+    def guarded_paths(self) -> list[Path]:
+        """mlpipe.yaml, the workflow's phases/prompts/gates, and mlpipe's own records."""
+        return [self.ws / CONFIG_FILE, *(self.wf.root / d for d in ("phases", "prompts", "gates")),
+                self.store.path, self.ws / data_mod.URL_FILE, self.records.dir]
+
+    def shown(self, path: Path) -> str:
+        """How a guarded file is named in messages: workspace-relative where it can be."""
+        return path.relative_to(self.ws).as_posix() if path.is_relative_to(self.ws) else str(path)
 
     def budget_left(self, phase: Phase, phase_spent: float) -> tuple[float | None, str]:
         """Dollars the next attempt may spend (None: no cap) and which cap binds."""
@@ -258,8 +311,7 @@ class Engine:
             self.display.emit("warning", message=f"{phase.id}: outputs changed since it passed; "
                               "running it again")
             return False
-        report = run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
-                          data=self.gate_data(), python=self.config.python)
+        report = self.run_gate(phase)
         if not report.passed:
             self.display.emit("warning", message=f"{phase.id}: its gate no longer passes; "
                               "running it again")
@@ -410,6 +462,7 @@ class Engine:
             budget_usd=phase.budget_usd, model=self.config.model, repair=repair,
             context={"problem": self.state.problem, "target": self.state.target,
                      "data": d.model_dump() if d else None, "run_id": self.state.run_id},
+            protected=self.guarded_paths(), private=[self.store.dir, self.records.dir],
         )
 
     def gate_data(self) -> dict[str, Any]:

@@ -1,49 +1,67 @@
-"""Running a gate: each check of a phase under its time limit, collected into a GateReport."""
+"""Running a gate: each check of a phase in a process of its own under its time limit,
+collected into a GateReport.
+
+A check is mlpipe's code, but it handles what an agent made (it starts the agent's API, runs
+its scripts, reads its files), so each one runs as a killable child (`checks/child.py`): its own
+process group, a hard wall-clock limit, nothing left behind when it ends. The child starts from
+an empty folder with mlpipe's package first on its path, so nothing in the workspace can stand
+in for mlpipe's own modules.
+"""
 
 from __future__ import annotations
 
-import threading
+import json
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from mlpipe_flow.checks import CHECKS, CheckContext
+from mlpipe_flow import proc
+from mlpipe_flow.checks import CheckContext
 from mlpipe_flow.display import Display, NullDisplay
-from mlpipe_flow.errors import MlpipeError, UsageError
+from mlpipe_flow.errors import UsageError
 from mlpipe_flow.models import CheckResult, CheckSpec, Gate, GateReport, Phase
+
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
+BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+        "from mlpipe_flow.checks.child import main; sys.exit(main(sys.argv[2:]))")
+KILL_GRACE_S = 5.0
 
 
 def run_check(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
-    """One check, in a worker thread so a hung check is reported as an error, not a hung gate."""
-    kind = CHECKS[spec.kind]
-    params = kind.params.model_validate(spec.params)
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["result"] = kind.run(ctx, params)
-        except MlpipeError as e:
-            box["result"] = CheckResult(id=spec.id, status="error", message=str(e))
-        except Exception as e:  # noqa: BLE001 - a crashing check is an error result, not a crash
-            box["result"] = CheckResult(
-                id=spec.id, status="error", message=f"check crashed: {type(e).__name__}: {e}"
-            )
-
+    """One check in a child process; a hung or crashing check is an `error` result."""
     started = time.monotonic()
-    worker = threading.Thread(target=work, name=f"check-{spec.id}", daemon=True)
-    worker.start()
-    worker.join(timeout=spec.timeout_s + 5)  # the check's own subprocesses honour timeout_s
-    elapsed = time.monotonic() - started
-    res: CheckResult | None = box.get("result")
-    if res is None:
-        return CheckResult(id=spec.id, name=spec.name, status="error",
-                           message=f"check did not finish within {spec.timeout_s:.0f}s",
+    with tempfile.TemporaryDirectory(prefix=f"mlpipe-check-{spec.id}-") as tmp:
+        folder = Path(tmp)
+        scratch = folder / "scratch"
+        scratch.mkdir()
+        ctx = CheckContext(**{**ctx.__dict__, "scratch": scratch})
+        payload, out = folder / "payload.json", folder / "result.json"
+        payload.write_text(json.dumps({"kind": spec.kind, "params": spec.params,
+                                       "ctx": ctx.to_payload()}), encoding="utf-8")
+        env = proc.scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(scratch)})
+        env.pop("PYTHONPATH", None)
+        res = proc.run([sys.executable, "-c", BOOT, PACKAGE_PARENT, str(payload), str(out)],
+                       cwd=scratch, env=env, timeout_s=spec.timeout_s + KILL_GRACE_S)
+        elapsed = round(time.monotonic() - started, 3)
+        try:
+            got = CheckResult.model_validate_json(out.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            got = None
+    if got is None:
+        if res.timed_out:
+            message = f"check did not finish within {spec.timeout_s:.0f}s (killed with its processes)"
+        else:
+            tail = [ln for ln in res.output.splitlines() if ln.strip()][-3:]
+            message = f"check process died ({res.describe()}): {' | '.join(tail)[:300]}"
+        return CheckResult(id=spec.id, name=spec.name, status="error", message=message,
                            duration_s=elapsed)
-    message = res.message
-    if res.status == "failed" and spec.message:
-        message = f"{spec.message}: {res.message}"
-    return res.model_copy(update={"id": spec.id, "name": spec.name, "message": message,
-                                  "duration_s": round(elapsed, 3)})
+    message = got.message
+    if got.status == "failed" and spec.message:
+        message = f"{spec.message}: {got.message}"
+    return got.model_copy(update={"id": spec.id, "name": spec.name, "message": message,
+                                  "duration_s": elapsed})
 
 
 def run_gate(
@@ -55,6 +73,7 @@ def run_gate(
     display: Display | None = None,
     data: dict[str, Any] | None = None,
     python: str | None = None,
+    run_id: str | None = None,
 ) -> GateReport:
     display = display or NullDisplay()
     checks = gate.checks
@@ -70,7 +89,7 @@ def run_gate(
     display.emit("gate_started", phase=phase.id, gate=phase.gate, checks=len(checks))
     for spec in checks:
         ctx = CheckContext(workspace=workspace, phase=phase.id, timeout_s=spec.timeout_s,
-                           data=dict(data or {}))
+                           data=dict(data or {}), run_id=run_id)
         if python:
             ctx.python = python
         res = run_check(spec, ctx)

@@ -150,8 +150,9 @@ def run(
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    if stdin_text is not None:
-        threading.Thread(target=feed, daemon=True).start()
+    feeder = threading.Thread(target=feed, daemon=True) if stdin_text is not None else None
+    if feeder is not None:
+        feeder.start()
 
     timed_out = idle = False
     try:
@@ -175,6 +176,8 @@ def run(
         except (ProcessLookupError, PermissionError):
             pass
         reader.join(timeout=5)
+        if feeder is not None:
+            feeder.join(timeout=5)
         if sink is not None:
             sink.close()
     return ProcResult(

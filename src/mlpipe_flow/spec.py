@@ -66,6 +66,22 @@ class Retraining(BaseModel):
         return v
 
 
+class SplitShares(BaseModel):
+    """The share of the kept rows each split holds (the gate measures the splits against it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: float = Field(default=0.70, gt=0, lt=1)
+    valid: float = Field(default=0.15, gt=0, lt=1)
+    test: float = Field(default=0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitShares:
+        total = self.train + self.valid + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split shares must add up to 1 (train + valid + test = {total:g})")
+        return self
+
+
 class MlSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     problem: str = Field(min_length=1)
@@ -81,6 +97,11 @@ class MlSpec(BaseModel):
     data_source: DataSource
     serving: Serving
     retraining: Retraining
+    splits: SplitShares = Field(default_factory=SplitShares)
+    group_columns: list[str] = Field(
+        default_factory=list,
+        description="columns whose groups the model card reports one by one (fairness); the "
+                    "gate measures the model on each group itself")
 
     @model_validator(mode="after")
     def _consistent(self) -> MlSpec:
@@ -96,6 +117,9 @@ class MlSpec(BaseModel):
         if not is_reg and self.primary_metric not in CLASSIFICATION_METRICS:
             raise ValueError(f"primary_metric '{self.primary_metric}' does not fit a "
                              f"classification (use one of {sorted(CLASSIFICATION_METRICS)})")
+        bad_groups = sorted(set(self.group_columns) & {self.target, *self.id_columns})
+        if bad_groups:
+            raise ValueError(f"group_columns {bad_groups} may not be the target or an id column")
         if self.problem_type == "binary_classification" and self.positive_class is None:
             raise ValueError("a binary classification needs `positive_class`")
         return self
@@ -103,3 +127,17 @@ class MlSpec(BaseModel):
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
+
+
+def margin(metric: str, model: float, baseline: float) -> float:
+    """How far a model beats a baseline (the contract's formula; README "Measured gates"):
+    the share of the headroom above the baseline it closes for scores bounded by 1, the
+    relative error reduction for errors."""
+    if metric in LOWER_IS_BETTER:
+        return (baseline - model) / baseline if baseline > 0 else 0.0
+    head = 1.0 - baseline
+    return (model - baseline) / head if head > 0 else 0.0
+
+
+def margin_formula(metric: str) -> str:
+    return "(b - m) / b" if metric in LOWER_IS_BETTER else "(m - b) / (1 - b)"

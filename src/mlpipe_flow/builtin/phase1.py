@@ -108,6 +108,8 @@ def build_spec(task: BuiltinTask) -> tuple[dict[str, Any], dict[str, Any]]:
         "data_source": {k: v for k, v in source.items() if v is not None},
         "serving": serving_from(task.problem),
         "retraining": retraining,
+        "splits": {"train": 0.70, "valid": 0.15, "test": 0.15},
+        "group_columns": prof.group_columns(df, features),
     }
     from mlpipe_flow.spec import MlSpec
 

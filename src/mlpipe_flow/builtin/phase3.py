@@ -14,7 +14,7 @@ from typing import Any
 from mlpipe_flow.builtin import BuiltinTask, BuiltinUserError, workspace_code
 from mlpipe_flow.builtin.files import atomic_write, copy_code, render
 from mlpipe_flow.builtin.phase2 import read_spec
-from mlpipe_flow.checks.model_checks import margin  # the gate's own formula, for the card
+from mlpipe_flow.spec import margin  # the contract's formula, for the card
 
 
 def run(task: BuiltinTask) -> None:

@@ -173,3 +173,24 @@ def target_summary(y: pd.Series, problem_type: str) -> dict[str, Any]:
     total = int(counts.sum())
     return {"classes": {str(k): {"count": int(c), "share": round(c / total, 4)}
                         for k, c in counts.items()}}
+
+
+GROUP_WORDS = {"gender", "sex", "age", "senior", "region", "country", "state", "race",
+               "ethnicity", "segment", "partner", "dependents", "language", "city"}
+MAX_GROUP_LEVELS = 12
+MIN_GROUP_ROWS = 30
+
+
+def group_columns(df: pd.DataFrame, features: list[str]) -> list[str]:
+    """Columns to report the model per group on (the model card's fairness table): features
+    that name a person's or customer's group (gender, senior, region, ...) with 2-12 levels
+    of at least 30 rows each; at most two."""
+    out = []
+    for c in features:
+        s = df[c].dropna()
+        counts = s.value_counts()
+        if not (2 <= len(counts) <= MAX_GROUP_LEVELS) or counts.min() < MIN_GROUP_ROWS:
+            continue
+        if set(tokens(c)) & GROUP_WORDS:
+            out.append(c)
+    return out[:2]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlpipe_flow.checks import (
     ct_checks,
+    dag_checks,
     data_checks,
     files,
     manifest_checks,
@@ -54,7 +55,7 @@ CHECKS: dict[str, CheckKind] = {
                                      "the share of non-missing cells in the splits"),
     "splits_disjoint": CheckKind(data_checks.DisjointParams, data_checks.splits_disjoint,
                                  "no row (hashed) is in two splits"),
-    "dag_structure": CheckKind(data_checks.DagParams, data_checks.dag_structure,
+    "dag_structure": CheckKind(dag_checks.DagParams, dag_checks.dag_structure,
                                "a DAG file parses and runs its tasks in order"),
     "notebook_valid": CheckKind(data_checks.NotebookParams, data_checks.notebook_valid,
                                 "notebooks are valid nbformat with executed cells"),
@@ -91,7 +92,7 @@ CHECKS: dict[str, CheckKind] = {
                                   "Prometheus config and rules validate; rule tests pass"),
     "drift_drill": CheckKind(monitoring_checks.DriftDrillParams, monitoring_checks.drift_drill,
                              "the drift detector flags an injected shift, quiet on clean data"),
-    "dag_parses": CheckKind(ct_checks.DagParams, ct_checks.dag_parses,
+    "dag_parses": CheckKind(dag_checks.CtDagParams, dag_checks.dag_parses,
                             "the retraining DAG parses with a schedule and ordered tasks"),
     "retrain_drill": CheckKind(ct_checks.RetrainDrillParams, ct_checks.retrain_drill,
                                "retraining produces a challenger and a recorded decision"),

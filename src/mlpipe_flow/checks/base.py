@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpipe_flow.models import CheckResult, Status
+
+if TYPE_CHECKING:
+    from mlpipe_flow.records import RunRecords
 
 
 @dataclass
@@ -18,6 +21,8 @@ class CheckContext:
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None  # the run whose records (MLPIPE_HOME/records/<run_id>) apply
+    scratch: Path | None = None  # a private folder of this check, deleted after it
 
     def path(self, rel: str) -> Path:
         return self.workspace / rel
@@ -32,6 +37,23 @@ class CheckContext:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             return None
         return data if isinstance(data, dict) else None
+
+    def records(self) -> RunRecords | None:
+        """mlpipe's own records of the run (None when the workspace has no recorded run)."""
+        from mlpipe_flow.records import RunRecords
+
+        return RunRecords(self.run_id) if self.run_id else None
+
+    def to_payload(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["workspace"] = str(self.workspace)
+        d["scratch"] = str(self.scratch) if self.scratch else None
+        return d
+
+    @classmethod
+    def from_payload(cls, d: dict[str, Any]) -> CheckContext:
+        return cls(**{**d, "workspace": Path(d["workspace"]),
+                      "scratch": Path(d["scratch"]) if d.get("scratch") else None})
 
 
 def result(status: Status, message: str, **evidence: Any) -> CheckResult:

@@ -4,7 +4,6 @@ the live API's /health version change and come back."""
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 import tempfile
@@ -22,99 +21,6 @@ from mlpipe_flow.models import CheckResult
 
 SCRATCH_IGNORE = shutil.ignore_patterns(".mlpipe", ".git", "mlruns", "mlflow.db", "__pycache__",
                                         ".venv", "*.pyc", "raw")
-
-
-class DagParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str = "airflow_dags/continuous_training.py"
-    order: list[str] = Field(default_factory=lambda: ["check", "retrain", "canary"],
-                             description="substrings of task ids that must follow each other")
-
-
-def _str_value(node: ast.AST, consts: dict[str, str]) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.Name):
-        return consts.get(node.id)
-    return None
-
-
-def _chain(node: ast.AST) -> list[ast.AST]:
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.RShift):
-        return _chain(node.left) + _chain(node.right)
-    return [node]
-
-
-def dag_parses(ctx: CheckContext, params: DagParams) -> CheckResult:
-    p = ctx.workspace / params.path
-    if not p.is_file():
-        return result("failed", f"{params.path} does not exist")
-    try:
-        tree = ast.parse(p.read_text(encoding="utf-8"), filename=params.path)
-    except SyntaxError as e:
-        return result("failed", f"{params.path}:{e.lineno}: syntax error: {e.msg}")
-    consts: dict[str, str] = {}
-    task_of: dict[str, str] = {}
-    schedule = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
-                isinstance(node.targets[0], ast.Name):
-            value = _str_value(node.value, consts)
-            if value is not None:
-                consts[node.targets[0].id] = value
-            if isinstance(node.value, ast.Call):
-                for kw in node.value.keywords:
-                    if kw.arg == "task_id":
-                        tid = _str_value(kw.value, consts)
-                        if tid:
-                            task_of[node.targets[0].id] = tid
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) \
-                == "DAG":
-            for kw in node.keywords:
-                if kw.arg in ("schedule", "schedule_interval"):
-                    schedule = _str_value(kw.value, consts)
-    edges: set[tuple[str, str]] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.BinOp):
-            items = _chain(node.value)
-            names = [task_of.get(i.id) if isinstance(i, ast.Name) else None for i in items]
-            for a, b in zip(names, names[1:], strict=False):
-                if a and b:
-                    edges.add((a, b))
-    ev: dict[str, Any] = {"schedule": schedule, "tasks": sorted(task_of.values()),
-                          "edges": sorted(f"{a} >> {b}" for a, b in edges)}
-    spec = ctx.spec() or {}
-    want = str((spec.get("retraining") or {}).get("schedule") or "") or None
-    if not schedule:
-        return result("failed", f"{params.path}: the DAG has no literal schedule", **ev)
-    if want and schedule != want:
-        return result("failed", f"{params.path}: schedule {schedule!r} differs from ml-spec.yaml's "
-                      f"retraining.schedule {want!r}", **ev)
-
-    def find(word: str) -> list[str]:
-        return [t for t in task_of.values() if word.lower() in t.lower()]
-
-    def reaches(a: str, b: str) -> bool:
-        seen, todo = set(), [a]
-        while todo:
-            x = todo.pop()
-            for s, t in edges:
-                if s == x and t not in seen:
-                    if t == b:
-                        return True
-                    seen.add(t)
-                    todo.append(t)
-        return False
-
-    for a, b in zip(params.order, params.order[1:], strict=False):
-        if not find(a) or not find(b):
-            return result("failed", f"{params.path}: no task whose id contains "
-                          f"'{a if not find(a) else b}'", **ev)
-        if not any(reaches(x, y) for x in find(a) for y in find(b)):
-            return result("failed", f"{params.path}: no dependency path from a '{a}' task to a "
-                          f"'{b}' task", **ev)
-    return result("passed", f"schedule {schedule!r}; {' -> '.join(params.order)} in order", **ev)
 
 
 @contextmanager

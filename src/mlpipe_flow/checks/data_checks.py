@@ -4,7 +4,6 @@ the DAG file's AST, and validates the notebook with nbformat."""
 
 from __future__ import annotations
 
-import ast
 import csv
 import hashlib
 import json
@@ -216,106 +215,6 @@ def splits_disjoint(ctx: CheckContext, params: DisjointParams) -> CheckResult:
                       "expected none", **evidence)
     return result("passed", f"no row shared between the {len(params.splits)} splits "
                   f"({rows_total} rows hashed)", **evidence)
-
-
-class DagParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str = "airflow_dags/data_pipeline.py"
-    order: list[str] = Field(default_factory=lambda: ["ingest", "validate", "feature"],
-                             description="task-id fragments that must run in this order")
-    require_schedule: bool = True
-    require_retries: bool = True
-
-
-def dag_structure(ctx: CheckContext, params: DagParams) -> CheckResult:
-    p = ctx.path(params.path)
-    if not p.is_file():
-        return result("failed", f"{params.path} does not exist")
-    try:
-        tree = ast.parse(p.read_text(encoding="utf-8"), filename=params.path)
-    except (SyntaxError, UnicodeDecodeError) as e:
-        return result("failed", f"{params.path} does not parse: {e}")
-    dag_calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-                 and _name(n.func) in ("DAG", "dag")]
-    if not dag_calls:
-        return result("failed", f"{params.path} defines no DAG (no DAG(...) or @dag found)")
-    kwargs = {k.arg for c in dag_calls for k in c.keywords if k.arg}
-    has_schedule = bool(kwargs & {"schedule", "schedule_interval", "timetable"})
-    text = ast.unparse(tree)
-    has_retries = "retries" in text
-    tasks: dict[str, str] = {}  # variable -> task_id
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            tid = next((k.value.value for k in node.value.keywords if k.arg == "task_id"
-                        and isinstance(k.value, ast.Constant)), None)
-            if tid is not None:
-                for t in node.targets:
-                    if isinstance(t, ast.Name):
-                        tasks[t.id] = str(tid)
-    edges: set[tuple[str, str]] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.RShift, ast.LShift)):
-            left, right = _rightmost(node.left), _leftmost(node.right)
-            a, b = tasks.get(left or ""), tasks.get(right or "")
-            if a and b:
-                edges.add((a, b) if isinstance(node.op, ast.RShift) else (b, a))
-    ids = sorted(tasks.values())
-    chain = []
-    for frag in params.order:
-        match = next((t for t in ids if frag.lower() in t.lower()), None)
-        if match is None:
-            return result("failed", f"{params.path}: no task whose id contains {frag!r} "
-                          f"(task ids: {ids})", tasks=ids, edges=sorted(edges))
-        chain.append(match)
-    broken = [f"{a} -> {b}" for a, b in zip(chain, chain[1:], strict=False)
-              if not _reaches(edges, a, b)]
-    evidence = {"tasks": ids, "edges": sorted(edges), "schedule": has_schedule,
-                "retries": has_retries}
-    if broken:
-        return result("failed", f"{params.path}: tasks not in order {' -> '.join(chain)} "
-                      f"(no dependency path {', '.join(broken)})", **evidence)
-    if params.require_schedule and not has_schedule:
-        return result("failed", f"{params.path}: the DAG has no schedule", **evidence)
-    if params.require_retries and not has_retries:
-        return result("failed", f"{params.path}: no retries configured", **evidence)
-    return result("passed", f"{params.path} defines a DAG: {' -> '.join(chain)}", **evidence)
-
-
-def _name(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    return ""
-
-
-def _leftmost(node: ast.AST) -> str | None:
-    while isinstance(node, ast.BinOp):
-        node = node.left
-    if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
-        node = node.elts[0]
-    return node.id if isinstance(node, ast.Name) else None
-
-
-def _rightmost(node: ast.AST) -> str | None:
-    while isinstance(node, ast.BinOp):
-        node = node.right
-    if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
-        node = node.elts[-1]
-    return node.id if isinstance(node, ast.Name) else None
-
-
-def _reaches(edges: set[tuple[str, str]], a: str, b: str) -> bool:
-    frontier, seen = [a], {a}
-    while frontier:
-        cur = frontier.pop()
-        for x, y in edges:
-            if x == cur and y not in seen:
-                if y == b:
-                    return True
-                seen.add(y)
-                frontier.append(y)
-    return False
 
 
 class NotebookParams(BaseModel):

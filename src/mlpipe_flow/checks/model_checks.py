@@ -12,23 +12,23 @@ Baseline margin (see README "Measured gates"), m = model, b = baseline on the te
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
 import statistics
-import threading
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlpipe_flow import proc
+from mlpipe_flow.checks import metrics
+from mlpipe_flow.checks.artifacts import ProbeError, feature_types, run_model
 from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.metrics import PROBA_METRICS
 from mlpipe_flow.models import CheckResult
-from mlpipe_flow.spec import LOWER_IS_BETTER
+from mlpipe_flow.spec import LOWER_IS_BETTER, margin, margin_formula
 from mlpipe_flow.state import file_sha256
-
-_cache: dict[tuple[str, ...], dict[str, Any]] = {}
-_lock = threading.Lock()
 
 
 class ScoreInputs(BaseModel):
@@ -40,62 +40,78 @@ class ScoreInputs(BaseModel):
     score_timeout_s: float = Field(default=300, gt=0)
 
 
-def margin(metric: str, model: float, baseline: float) -> float:
-    if metric in LOWER_IS_BETTER:
-        return (baseline - model) / baseline if baseline > 0 else 0.0
-    head = 1.0 - baseline
-    return (model - baseline) / head if head > 0 else 0.0
-
-
-def margin_formula(metric: str) -> str:
-    return "(b - m) / b" if metric in LOWER_IS_BETTER else "(m - b) / (1 - b)"
-
-
-def _recorded_hash(ctx: CheckContext, rel: str) -> str | None:
-    """The hash the run recorded for `rel` when the phase that wrote it passed (None without
-    a run state): the model is scored on the split that phase made, not on one edited since."""
-    try:
-        state = json.loads((ctx.workspace / ".mlpipe" / "state.json").read_text(encoding="utf-8"))
-        for rec in state.get("phases", []):
-            if rec.get("status") == "passed" and rel in (rec.get("output_hashes") or {}):
-                return str(rec["output_hashes"][rel])
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
-    return None
-
-
 def measure(ctx: CheckContext, params: ScoreInputs) -> dict[str, Any]:
-    """The gate's own scores (cached per content of model, splits and spec)."""
+    """The gate's own scores of the saved model and of its own dummy baseline on the test
+    split (kept in the run's records, keyed by the content of model, splits and spec)."""
     paths = [ctx.path(r) for r in (params.spec, params.model, params.train, params.test)]
     for rel, p in zip((params.spec, params.model, params.train, params.test), paths, strict=True):
         if not p.is_file():
             return {"error": f"{rel} does not exist"}
     key = tuple(file_sha256(p) for p in paths)
+    records = ctx.records()
+    if records is not None and not records.exists():
+        return {"error": records.missing(), "status": "error"}
     for rel, digest in ((params.train, key[2]), (params.test, key[3])):
-        recorded = _recorded_hash(ctx, rel)
+        recorded = records.recorded_hash(rel) if records else None
         if recorded is not None and recorded != digest:
             return {"error": f"{rel} changed since the phase that made it passed (recorded "
                              f"sha256 {recorded[:12]}, now {digest[:12]}): a score on it is not "
                              "a hold-out score; run that phase again"}
-    with _lock:
-        if key in _cache:
-            return _cache[key]
-        argv = [ctx.python, "-m", "mlpipe_flow.checks.score_model", *map(str, paths)]
-        env = proc.scrubbed_env(extra={"PYTHONPATH": str(ctx.workspace),
-                                       "PYTHONDONTWRITEBYTECODE": "1"})
-        res = proc.run(argv, cwd=ctx.workspace, env=env,
-                       timeout_s=min(params.score_timeout_s, ctx.timeout_s))
-        last = next((ln for ln in reversed(res.output.splitlines()) if ln.startswith("{")), "")
-        try:
-            out = json.loads(last)
-        except ValueError:
-            tail = [ln for ln in res.output.splitlines() if ln.strip()][-3:]
-            out = {"error": f"the scorer failed ({res.describe()}): {' | '.join(tail)[:300]}"}
-        if not res.ok and "error" not in out:
-            out = {"error": f"the scorer failed ({res.describe()})"}
-        if "error" not in out:
-            _cache[key] = out
-        return out
+    cache_name = "score-" + hashlib.sha256("".join(key).encode()).hexdigest()[:24]
+    cached = records.cache_get(cache_name) if records else None
+    if cached is not None:
+        return cached
+    try:
+        out = _score(ctx, params, paths)
+    except (ProbeError, ValueError, KeyError) as e:
+        return {"error": str(e)}
+    if records is not None:
+        records.cache_put(cache_name, out)
+    return out
+
+
+def _score(ctx: CheckContext, params: ScoreInputs, paths: list[Path]) -> dict[str, Any]:
+    import pandas as pd
+    import yaml
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    spec = yaml.safe_load(paths[0].read_text(encoding="utf-8"))
+    metric, target = spec["primary_metric"], spec["target"]
+    features = list(spec["feature_columns"])
+    train = pd.read_csv(paths[2], low_memory=False)
+    test = pd.read_csv(paths[3], low_memory=False)
+    missing = [c for c in [*features, target] if c not in test.columns or c not in train.columns]
+    if missing:
+        raise ValueError(f"the splits lack columns {missing[:5]}")
+    positive = spec.get("positive_class")
+    proba = metric in PROBA_METRICS
+    out = run_model(ctx, params.model, features, feature_types(train, features),
+                    [{"op": "predict", "frame": test, "proba": proba}],
+                    timeout_s=min(params.score_timeout_s, ctx.timeout_s))
+    got = out["results"][0]
+    if got.get("rows") != len(test) or len(got.get("predictions") or []) != len(test):
+        raise ValueError(f"the model returned {len(got.get('predictions') or [])} predictions "
+                         f"for {len(test)} rows")
+    measured = metrics.score(metric, test[target].tolist(), got["predictions"],
+                             got.get("probabilities"), out.get("classes"), positive)
+    regression = spec["problem_type"] == "regression"
+    if regression:
+        baseline: Any = DummyRegressor(strategy="mean")
+        strategy = "mean of the train split's target"
+    elif proba:
+        baseline = DummyClassifier(strategy="prior")
+        strategy = "class prior of the train split"
+    else:
+        baseline = DummyClassifier(strategy="most_frequent")
+        strategy = "most frequent class of the train split"
+    y_train = train[target] if regression else train[target].map(metrics.label)
+    baseline.fit(train[features], y_train)
+    base = metrics.score(metric, test[target].tolist(), baseline.predict(test[features]),
+                         baseline.predict_proba(test[features]) if proba else None,
+                         [str(c) for c in getattr(baseline, "classes_", [])] or None, positive)
+    return {"metric": metric, "score": measured, "baseline": base, "baseline_strategy": strategy,
+            "n_test": int(len(test)), "n_train": int(len(train)),
+            "higher_is_better": metric not in LOWER_IS_BETTER, "model_type": out.get("model_type")}
 
 
 class BeatsBaselineParams(ScoreInputs):
@@ -105,7 +121,8 @@ class BeatsBaselineParams(ScoreInputs):
 def model_beats_baseline(ctx: CheckContext, params: BeatsBaselineParams) -> CheckResult:
     s = measure(ctx, params)
     if "error" in s:
-        return result("failed", f"cannot score {params.model} on {params.test}: {s['error']}")
+        return result(s.get("status", "failed"),
+                      f"cannot score {params.model} on {params.test}: {s['error']}")
     metric, m, b = s["metric"], s["score"], s["baseline"]
     got = margin(metric, m, b)
     evidence = {**s, "margin": round(got, 6), "formula": margin_formula(metric),
@@ -135,7 +152,8 @@ def reported_score_matches(ctx: CheckContext, params: ReportedScoreParams) -> Ch
             return result("failed", f"{rel} does not report a numeric {params.key!r}")
     s = measure(ctx, params)
     if "error" in s:
-        return result("failed", f"cannot score {params.model} on {params.test}: {s['error']}")
+        return result(s.get("status", "failed"),
+                      f"cannot score {params.model} on {params.test}: {s['error']}")
     m = s["score"]
     allowed = params.tolerance * max(1.0, abs(m))
     off = {rel: round(v - m, 6) for rel, v in reported.items() if abs(v - m) > allowed}

@@ -83,7 +83,7 @@ def data_columns(ctx: CheckContext, source: dict[str, object]) -> tuple[str, lis
 def sql_columns(url: str) -> list[str]:
     import sqlalchemy as sa
 
-    from mlpipe_flow.builtin.templates.data_ingestion.ingest import split_sql_url
+    from mlpipe_flow.data import split_sql_url
 
     engine_url, table, query = split_sql_url(url)
     engine = sa.create_engine(engine_url)

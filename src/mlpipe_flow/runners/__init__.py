@@ -46,6 +46,11 @@ class AgentTask:
     model: str | None = None
     repair: bool = False
     context: dict[str, Any] = field(default_factory=dict)
+    #: files and folders the agent may not change (mlpipe.yaml, the workflow, mlpipe's
+    #: records); runners that can enforce it do, and the engine checks after every attempt
+    protected: list[Path] = field(default_factory=list)
+    #: folders the agent may not read either (mlpipe's records, .mlpipe/)
+    private: list[Path] = field(default_factory=list)
 
     @property
     def prompt_file(self) -> Path:

@@ -75,6 +75,7 @@ class AnthropicRunner:
                 "python": self.config.python,
                 "run_dir": str(task.run_dir),
                 "command_timeout_s": min(600.0, task.timeout_s),
+                "protected": [str(p) for p in task.protected],
             }
         )
         task_file.write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -156,6 +157,7 @@ def run_loop(task: dict[str, Any], secrets: dict[str, str], log: Any = sys.stdou
         Path(task["workspace"]),
         command_timeout_s=float(task.get("command_timeout_s", 300)),
         python=task.get("python"),
+        protected=[Path(p) for p in task.get("protected") or []],
     )
     role = Path(task["role_file"]).read_text(encoding="utf-8")
     prompt = Path(task["prompt_file"]).read_text(encoding="utf-8")

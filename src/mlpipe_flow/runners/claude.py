@@ -46,12 +46,28 @@ def build_argv(task: AgentTask, config: Config | None = None, executable: str = 
     ]
     if task.allowed_tools:
         argv += ["--allowedTools", ",".join(task.allowed_tools)]
+    deny = deny_rules(task)
+    if deny:
+        argv += ["--disallowedTools", ",".join(deny)]
     if task.budget_usd is not None:
         argv += ["--max-budget-usd", f"{task.budget_usd:.4f}"]
     model = task.model or (config.model if config is not None else None)
     if model:
         argv += ["--model", model]
     return argv
+
+
+def deny_rules(task: AgentTask) -> list[str]:
+    """Claude Code permission rules keeping its file tools off what the agent may not change
+    (mlpipe.yaml, the workflow, mlpipe's records) and out of mlpipe's private folders. `//`
+    starts an absolute path in a rule; Edit rules cover Write too. The engine still compares
+    every attempt's before and after: a rule does not stop a shell command."""
+    rules = []
+    for tool, paths in (("Edit", [*task.protected, *task.private]), ("Read", task.private)):
+        for p in paths:
+            path = p.resolve(strict=False).as_posix()
+            rules += [f"{tool}(/{path})", f"{tool}(/{path}/**)"]
+    return list(dict.fromkeys(rules))
 
 
 @dataclass

@@ -92,10 +92,12 @@ class ToolError(Exception):
 
 
 class Sandbox:
-    def __init__(self, workspace: Path, command_timeout_s: float = 300.0, python: str | None = None) -> None:
+    def __init__(self, workspace: Path, command_timeout_s: float = 300.0, python: str | None = None,
+                 protected: list[Path] | None = None) -> None:
         self.root = workspace.resolve()
         self.command_timeout_s = command_timeout_s
         self.python = python
+        self.protected = [p.resolve(strict=False) for p in protected or []]
 
     def path(self, raw: Any, write: bool = False) -> Path:
         """The resolved path inside the workspace, or ToolError."""
@@ -111,6 +113,9 @@ class Sandbox:
             raise ToolError(f"refused: {raw!r} is mlpipe's own record folder (.mlpipe/)")
         if write and resolved == self.root / "mlpipe.yaml":  # it picks the gates that judge
             raise ToolError(f"refused: {raw!r} is mlpipe's configuration; the agent may not change it")
+        if write and any(resolved == p or resolved.is_relative_to(p) for p in self.protected):
+            raise ToolError(f"refused: {raw!r} is part of mlpipe's workflow or records; the agent "
+                            "may not change it")
         return resolved
 
     def call(self, name: str, args: dict[str, Any]) -> str:
