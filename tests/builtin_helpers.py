@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from conftest import mlpipe
+from conftest import REPO, mlpipe
 
 
 def run_phases(ws: Path, problem: str, data: str | None, *phases: str,
@@ -46,3 +46,26 @@ def multiclass_csv(path: Path, rows: int = 1500, seed: int = 7) -> Path:
         lines.append(f"A{i:05d},{spend:.2f},{visits},{channel},{tenure},{segment}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def workflow_with_load_rate(dest: Path, rate: float) -> Path:
+    """The default workflow with phase 4's open-loop load at `rate` req/s.
+
+    The suite runs the gate's own target (1000 req/s, p95 < 100 ms) unless
+    MLPIPE_TEST_LOAD_RATE says otherwise, e.g. to see how far a slower machine gets. Every
+    other check is the default workflow's own.
+    """
+    import shutil
+
+    import yaml
+
+    dest.mkdir(parents=True)
+    (dest / "phases").symlink_to(REPO / "phases")
+    (dest / "prompts").symlink_to(REPO / "prompts")
+    shutil.copytree(REPO / "gates", dest / "gates")
+    gate = yaml.safe_load((dest / "gates" / "phase4.yaml").read_text())
+    load = next(c for c in gate["checks"] if c["kind"] == "api_load")
+    load["params"]["rate"] = rate
+    load["name"] = load["name"].replace("1000 req/s", f"{rate:g} req/s")
+    (dest / "gates" / "phase4.yaml").write_text(yaml.safe_dump(gate, sort_keys=False))
+    return dest

@@ -1,7 +1,8 @@
 """Builds a phase-3 workspace quickly (the contract in mlpipe_flow.builtin) for tests of phases 4-6.
 
 ml-spec.yaml, data/splits/{train,valid,test}.csv, artifacts/model.joblib (one sklearn Pipeline
-predicting from the raw feature columns) and artifacts/model_meta.json, from the shared datasets.
+predicting from the raw feature columns) and artifacts/model_meta.json, from tables shaped like
+the Telco and concrete datasets (generated: tests/datagen.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-SHARED = Path(__file__).parent.parent.parent / "shared" / "datasets"
+from datagen import data_file
 
 DATASETS = {
     "telco": ("telco_churn.csv", "Churn", ["customerID"], "binary_classification", "roc_auc"),
@@ -46,7 +47,7 @@ def build(ws: Path, dataset: str = "telco", rows: int | None = None, version: st
     from sklearn.model_selection import train_test_split
 
     fname, target, ids, problem_type, metric = DATASETS[dataset]
-    df = pd.read_csv(SHARED / fname)
+    df = pd.read_csv(data_file(fname))
     if "TotalCharges" in df.columns:
         df["TotalCharges"] = pd.to_numeric(df["TotalCharges"], errors="coerce")
     if rows:

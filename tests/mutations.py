@@ -31,16 +31,25 @@ DATA = REPO / "examples" / "churn" / "customers.csv"
 class Passing:
     ws: Path
     home: Path  # MLPIPE_HOME of the run: its records and memory
+    workflow: Path  # the workflow it ran (the default one, unless the load rate was changed)
 
 
 def build_passing(root: Path) -> Passing:
+    """The run itself uses the default workflow at its own thresholds (MLPIPE_TEST_LOAD_RATE,
+    where set, changes only the load check's rate, to see how far a slow machine gets)."""
+    import os
+
+    from builtin_helpers import workflow_with_load_rate
+
     home, ws = root / "home", root / "ws"
+    rate = os.environ.get("MLPIPE_TEST_LOAD_RATE")
+    wf = workflow_with_load_rate(root / "wf", float(rate)) if rate else REPO
     res = mlpipe("run", PROBLEM, "--data", str(DATA), "-w", str(ws), "--runner", "builtin",
-                 env={"MLPIPE_HOME": str(home)}, timeout=1800)
+                 "--workflow", str(wf), env={"MLPIPE_HOME": str(home)}, timeout=1800)
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
     state = json.loads((ws / ".mlpipe" / "state.json").read_text())
     assert state["progress"] == 100 and state["status"] == "passed", state
-    return Passing(ws, home)
+    return Passing(ws, home, wf)
 
 
 class Mutant:
@@ -51,6 +60,7 @@ class Mutant:
                         ignore=shutil.ignore_patterns("__pycache__", "gate-logs"))
         self.ws = dest
         self.home = base.home
+        self.workflow = base.workflow
 
     def path(self, rel: str) -> Path:
         return self.ws / rel
@@ -58,7 +68,7 @@ class Mutant:
     # -- verdicts ---------------------------------------------------------------------
     def gate(self, phase: str, *only: str, timeout: float = 900) -> dict[str, dict[str, Any]]:
         """{check id: its JSON} from `mlpipe gate PHASE [--only ID ...] --json`."""
-        args = ["gate", phase, "-w", str(self.ws), "--json"]
+        args = ["gate", phase, "-w", str(self.ws), "--json", "--workflow", str(self.workflow)]
         for check in only:
             args += ["--only", check]
         res = mlpipe(*args, env={"MLPIPE_HOME": str(self.home)}, timeout=timeout)

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from ml_workspace import SHARED
+from datagen import data_file
 
 TEMPLATES = Path(__file__).parent.parent / "src" / "mlpipe_flow" / "builtin" / "templates"
 
@@ -42,9 +42,11 @@ features = _module("feature_engineering/features.py", "generated_features")
 
 
 def telco() -> tuple[pd.DataFrame, pd.Series, list[str], set[str]]:
-    df = pd.read_csv(SHARED / "telco_churn.csv").sample(n=2000, random_state=1)
+    df = pd.read_csv(data_file("telco_churn.csv")).sample(n=2000, random_state=1)
     y = df.pop("Churn")
     df = df.drop(columns=["customerID"])
+    # as the ingestion leaves it in the splits: blank numeric text is missing
+    df["TotalCharges"] = pd.to_numeric(df["TotalCharges"], errors="coerce")
     numeric = {"SeniorCitizen", "tenure", "MonthlyCharges", "TotalCharges"}
     return df, y, list(df.columns), numeric
 
@@ -80,7 +82,7 @@ def test_compiled_reproduces_the_feature_engineering_pipeline(estimator) -> None
 
 
 def test_compiled_regression_with_sparse_one_hot() -> None:
-    df = pd.read_csv(SHARED / "telco_churn.csv").head(1500)
+    df = pd.read_csv(data_file("telco_churn.csv")).head(1500)
     df["TotalCharges"] = pd.to_numeric(df["TotalCharges"], errors="coerce")
     y = df.pop("MonthlyCharges")
     feats = ["tenure", "TotalCharges", "Contract", "InternetService", "gender"]

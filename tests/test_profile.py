@@ -6,7 +6,8 @@ import csv
 
 import pytest
 
-from conftest import REPO, SHARED
+from conftest import REPO
+from datagen import data_file
 from mlpipe_flow.builtin.profile import infer_target
 
 
@@ -15,8 +16,8 @@ def header(path) -> list[str]:  # type: ignore[no-untyped-def]
         return next(csv.reader(f))
 
 
-TELCO = SHARED / "telco_churn.csv"
-CONCRETE = SHARED / "concrete_strength.csv"
+TELCO = data_file("telco_churn.csv")
+CONCRETE = data_file("concrete_strength.csv")
 EXAMPLE = REPO / "examples" / "churn" / "customers.csv"
 
 
