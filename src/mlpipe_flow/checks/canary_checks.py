@@ -79,8 +79,9 @@ def parse_exposition(text: str) -> list[tuple[str, str, list[tuple[str, dict[str
     for fam in text_string_to_metric_families(text):
         samples = [(s.name, dict(s.labels), float(s.value)) for s in fam.samples
                    if not s.name.endswith("_created") and math.isfinite(float(s.value))]
+        kind = "counter" if fam.type == "unknown" and fam.name.endswith("_total") else fam.type
         if samples and not fam.name.endswith("_created"):
-            out.append((fam.name, fam.type, samples))
+            out.append((fam.name, kind, samples))
     return out
 
 

@@ -100,33 +100,14 @@ def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
     inverted = drill_data(drill, "inverted-labels", corrupt=True)
     worse = drill.retrain(inverted)
     ev["worse_decision"] = decision_brief(worse)
-    after_worse = drill.snapshot("after-worse")
-    chall = _measure_challenger(drill, truth, after_worse, worse.get("challenger_model"))
-    ev["worse_challenger_measured"] = chall
-    # 2. a bad champion: force-promote a challenger trained on inverted labels
-    bad_rec = drill.retrain(drill_data(drill, "inverted-labels-2", corrupt=True),
-                            "--force-promote")
-    ev["forced_decision"] = decision_brief(bad_rec)
-    bad_champion = drill.snapshot("bad-champion")
-    # 3. known-better: the real labels -> the challenger replaces the bad champion
-    better = drill.retrain(drill_data(drill, "labelled", corrupt=False))
-    ev["better_decision"] = decision_brief(better)
-    after_better = drill.snapshot("after-better")
-    served = serve(drill, truth, {"after-worse": after_worse, "bad-champion": bad_champion,
-                                  "after-better": after_better})
-    ev["served"] = {k: v.brief() for k, v in served.items()}
-    s_worse, s_bad, s_better = served["after-worse"], served["bad-champion"], served["after-better"]
-
-    # judge the known-worse retrain
     if worse["_promoted"]:
         return result("failed", f"a challenger trained on inverted labels was promoted (recorded "
                       f"challenger {_fmt(recorded_score(worse, 'challenger_score'))} vs champion "
                       f"{_fmt(recorded_score(worse, 'champion_score'))}); the champion must be "
                       "kept", **ev)
-    if s_worse.fingerprint != champ.fingerprint or s_worse.version != champ.version:
-        return result("failed", f"after a inverted-label retrain recorded 'keep', the API serves "
-                      f"another model (version {s_worse.version}, {metric} {s_worse.score:.4f}; "
-                      f"before: version {champ.version}, {champ.score:.4f})", **ev)
+    after_worse = drill.snapshot("after-worse")
+    chall = _measure_challenger(drill, truth, after_worse, worse.get("challenger_model"))
+    ev["worse_challenger_measured"] = chall
     if worse_by(drill, chall, champ.score) <= decisive:
         return result("failed", f"the challenger kept in the inverted-label drill "
                       f"({worse.get('challenger_model')}) scores {metric} {chall:.4f} on the test "
@@ -138,6 +119,29 @@ def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
             return result("failed", f"the inverted-label decision records {key} {_fmt(rec)} but "
                           f"the gate measured {metric} {measured:.4f} (tolerance "
                           f"{p.score_tolerance} x max(1, |score|))", **ev)
+    # 2. a bad champion: force-promote a challenger trained on inverted labels
+    bad_rec = drill.retrain(drill_data(drill, "inverted-labels-2", corrupt=True),
+                            "--force-promote")
+    ev["forced_decision"] = decision_brief(bad_rec)
+    bad_champion = drill.snapshot("bad-champion")
+    # 3. known-better: the real labels -> the challenger replaces the bad champion
+    better = drill.retrain(drill_data(drill, "labelled", corrupt=False))
+    ev["better_decision"] = decision_brief(better)
+    if not better["_promoted"]:
+        return result("failed", f"a challenger trained on the real labels was not promoted over a "
+                      f"bad champion (recorded: challenger "
+                      f"{_fmt(recorded_score(better, 'challenger_score'))} vs champion "
+                      f"{_fmt(recorded_score(better, 'champion_score'))}); decision "
+                      f"{better.get('decision')!r}: {str(better.get('reason', ''))[:120]}", **ev)
+    after_better = drill.snapshot("after-better")
+    served = serve(drill, truth, {"after-worse": after_worse, "bad-champion": bad_champion,
+                                  "after-better": after_better})
+    ev["served"] = {k: v.brief() for k, v in served.items()}
+    s_worse, s_bad, s_better = served["after-worse"], served["bad-champion"], served["after-better"]
+    if s_worse.fingerprint != champ.fingerprint or s_worse.version != champ.version:
+        return result("failed", f"after an inverted-label retrain recorded 'keep', the API serves "
+                      f"another model (version {s_worse.version}, {metric} {s_worse.score:.4f}; "
+                      f"before: version {champ.version}, {champ.score:.4f})", **ev)
     # judge the forced promotion (the drill's bad champion)
     if not bad_rec["_promoted"] or s_bad.fingerprint == champ.fingerprint:
         return result("failed", f"retrain --force-promote did not replace the served model "
@@ -148,11 +152,6 @@ def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
                       f"{s_bad.score:.4f}, not decisively below the champion's {champ.score:.4f} "
                       f"(margin {decisive:.4f}): the retrain did not train on the data it was "
                       "given", **ev)
-    # judge the known-better retrain
-    if not better["_promoted"]:
-        return result("failed", f"a challenger trained on the real labels was not promoted over a "
-                      f"bad champion (served {metric} {s_bad.score:.4f}); decision "
-                      f"{better.get('decision')!r}: {str(better.get('reason', ''))[:120]}", **ev)
     if s_better.fingerprint == s_bad.fingerprint:
         return result("failed", f"the known-better retrain recorded 'promote' but the API still "
                       f"serves the bad champion ({metric} {s_bad.score:.4f})", **ev)
