@@ -165,7 +165,7 @@ def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
             return result("failed", f"the known-better decision records {key} {_fmt(rec)} but "
                           f"the gate measured {metric} {measured:.4f} from the API (tolerance "
                           f"{p.score_tolerance} x max(1, |score|))", **ev)
-    return result("passed", f"served {metric}: champion {champ.score:.4f}, kept after a "
+    return result("passed", f"served {metric}: champion {champ.score:.4f}, kept after an "
                   f"inverted-label retrain (challenger {chall:.4f}); forced bad champion "
                   f"{s_bad.score:.4f}; the real-label retrain promoted and serves "
                   f"{s_better.score:.4f} (phase 3: {level:.4f})", **ev)
