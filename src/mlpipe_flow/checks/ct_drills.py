@@ -37,7 +37,7 @@ SCRATCH_IGNORE = shutil.ignore_patterns(".mlpipe", ".git", "mlruns", "mlflow.db"
                                         ".venv", "*.pyc", "raw", ".pytest_cache")
 KEEP = {"keep", "keep_champion", "kept", "reject"}
 PROMOTE = {"promote", "promoted"}
-CHUNK = 500  # records per /predict request (the API's contract allows up to 1000)
+CHUNK = 200  # records per /predict request (what the phase-4 gate already sends at once)
 
 
 class DrillError(Exception):
