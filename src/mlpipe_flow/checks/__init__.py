@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mlpipe_flow.checks import (
+    canary_checks,
     ct_checks,
     dag_checks,
     data_checks,
@@ -95,9 +96,11 @@ CHECKS: dict[str, CheckKind] = {
     "dag_parses": CheckKind(dag_checks.CtDagParams, dag_checks.dag_parses,
                             "the retraining DAG parses with a schedule and ordered tasks"),
     "retrain_drill": CheckKind(ct_checks.RetrainDrillParams, ct_checks.retrain_drill,
-                               "retraining produces a challenger and a recorded decision"),
+                               "worse data keeps the champion, better data replaces a bad one"),
     "rollback_drill": CheckKind(ct_checks.RollbackDrillParams, ct_checks.rollback_drill,
                                 "promote, roll back, and the previous version serves again"),
+    "canary_drill": CheckKind(canary_checks.CanaryDrillParams, canary_checks.canary_drill,
+                              "the canary keeps a healthy version and rolls back a degraded one"),
 }
 
 

@@ -1,169 +1,222 @@
-"""Continuous-training checks: the DAG parses with a schedule and ordered tasks; retrain drills
-(clean and corrupted labels) in a scratch copy of the workspace; a rollback drill that watches
-the live API's /health version change and come back."""
+"""Continuous-training drills, judged by what the API serves (see `ct_drills`): a retrain on
+inverted labels must keep the champion, a retrain on the real labels must replace a bad
+champion and bring the served score back to the phase-3 level, and a rollback must bring back
+the model served before a promotion. Every drill runs the agent's scripts in a scratch copy of
+the workspace, on data the gate makes at gate time."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mlpipe_flow import proc
+from mlpipe_flow.checks import metrics
+from mlpipe_flow.checks.artifacts import ProbeError, feature_types, run_model
 from mlpipe_flow.checks.base import CheckContext, result
-from mlpipe_flow.checks.serving import ApiDown, running_api
+from mlpipe_flow.checks.ct_drills import (
+    Drill,
+    DrillError,
+    DrillFailed,
+    DrillParams,
+    Truth,
+    champion_state,
+    decision_brief,
+    decisive_champion,
+    drill_data,
+    phase3_level,
+    recorded_score,
+    serve,
+    start,
+    within,
+    worse_by,
+)
 from mlpipe_flow.models import CheckResult
 
-SCRATCH_IGNORE = shutil.ignore_patterns(".mlpipe", ".git", "mlruns", "mlflow.db", "__pycache__",
-                                        ".venv", "*.pyc", "raw")
+
+class RetrainDrillParams(DrillParams):
+    pass
 
 
-@contextmanager
-def scratch_copy(ws: Path) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="mlpipe-drill-") as tmp:
-        dest = Path(tmp) / "ws"
-        shutil.copytree(ws, dest, ignore=SCRATCH_IGNORE, symlinks=True)
-        yield dest
-
-
-def _run_py(ctx: CheckContext, ws: Path, script: str, *args: str) -> proc.ProcResult:
-    return proc.run([ctx.python, script, *args], cwd=ws, timeout_s=ctx.timeout_s,
-                    env=proc.scrubbed_env(extra={"PYTHONPATH": str(ws),
-                                                 "PYTHONDONTWRITEBYTECODE": "1"}))
-
-
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _decisions(ws: Path, rel: str) -> list[dict[str, Any]]:
-    try:
-        lines = (ws / rel).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    out = []
-    for ln in lines:
-        try:
-            out.append(json.loads(ln))
-        except ValueError:
-            continue
-    return out
-
-
-class RetrainDrillParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    script: str = "continuous_training/retrain.py"
-    champion: str = "registry/champion.json"
-    decisions: str = "registry/decisions.jsonl"
-    versions: str = "registry/versions"
-    sample_fraction: float = Field(default=0.8, gt=0, le=1)
-
-
-def _drill(ctx: CheckContext, ws: Path, params: RetrainDrillParams, corrupt: bool) -> dict[str, Any]:
-    import numpy as np
-    import pandas as pd
-
-    meta = json.loads((ws / "artifacts" / "model_meta.json").read_text(encoding="utf-8"))
-    target = meta["target"]
-    train = pd.read_csv(ws / "data" / "splits" / "train.csv")
-    sample = train.sample(frac=params.sample_fraction, random_state=7).reset_index(drop=True)
-    if corrupt:
-        rng = np.random.default_rng(3)
-        if meta["problem_type"] == "regression":
-            sample[target] = rng.permutation(sample[target].to_numpy())
-        else:  # labels drawn at random: the challenger learns nothing
-            labels = sample[target].unique()
-            sample[target] = rng.choice(labels, size=len(sample))
-    data = ws / "drill_data.csv"
-    sample.to_csv(data, index=False)
-    before = (_read(ws / params.champion) or {}).get("version")
-    n_before = len(_decisions(ws, params.decisions))
-    res = _run_py(ctx, ws, params.script, "--data", str(data))
-    decisions = _decisions(ws, params.decisions)
-    after = (_read(ws / params.champion) or {}).get("version")
-    versions = sorted(p.name for p in (ws / params.versions).iterdir()) \
-        if (ws / params.versions).is_dir() else []
-    new = decisions[n_before:]
-    return {"exit": res.returncode, "champion_before": before, "champion_after": after,
-            "versions": versions, "decision": new[-1] if new else None,
-            "output_tail": [ln for ln in res.output.splitlines() if ln.strip()][-4:]}
-
-
-def retrain_drill(ctx: CheckContext, params: RetrainDrillParams) -> CheckResult:
-    if not (ctx.workspace / params.script).is_file():
-        return result("failed", f"{params.script} does not exist")
-    with scratch_copy(ctx.workspace) as ws:
-        clean = _drill(ctx, ws, params, corrupt=False)
-    with scratch_copy(ctx.workspace) as ws:
-        worse = _drill(ctx, ws, params, corrupt=True)
-    ev = {"clean": clean, "corrupted_labels": worse}
-    for name, d in (("clean", clean), ("corrupted-label", worse)):
-        if d["exit"] != 0:
-            return result("failed", f"the {name} retrain drill exited with {d['exit']}: "
-                          f"{' | '.join(d['output_tail'])}", **ev)
-        if not d["decision"] or not d["decision"].get("decision"):
-            return result("failed", f"the {name} retrain drill recorded no decision in "
-                          f"{params.decisions}", **ev)
-        if not d["decision"].get("challenger") or str(d["decision"]["challenger"]) not in \
-                d["versions"]:
-            return result("failed", f"the {name} retrain drill registered no challenger under "
-                          f"{params.versions}/", **ev)
-    if worse["champion_after"] != worse["champion_before"]:
-        return result("failed", f"a challenger trained on corrupted labels replaced the champion "
-                      f"({worse['champion_before']} -> {worse['champion_after']}); decision: "
-                      f"{worse['decision'].get('reason')}", **ev)
-    return result("passed", f"clean drill: challenger {clean['decision']['challenger']}, decision "
-                  f"{clean['decision']['decision']}; corrupted labels: champion "
-                  f"{worse['champion_before']} kept", **ev)
-
-
-class RollbackDrillParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    retrain: list[str] = Field(default_factory=lambda: ["continuous_training/retrain.py",
-                                                        "--force-promote"])
+class RollbackDrillParams(DrillParams):
     rollback: list[str] = Field(default_factory=lambda: ["rollback/rollback.py"])
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _measure_challenger(drill: Drill, truth: Truth, folder: Path, rel: Any) -> float:
+    """The gate's score of a kept challenger's model file (run in the workspace's interpreter)."""
+    if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise DrillFailed(f"the decision record names no challenger_model inside the workspace "
+                          f"(got {rel!r})")
+    if not (folder / rel).is_file():
+        raise DrillFailed(f"the decision record's challenger_model {rel} does not exist")
+    ctx = CheckContext(workspace=folder, phase=drill.ctx.phase, timeout_s=drill.ctx.timeout_s,
+                       python=drill.ctx.python, env=drill.ctx.env, scratch=drill.root)
+    proba = drill.metric in metrics.PROBA_METRICS
+    try:
+        out = run_model(ctx, rel, truth.features, feature_types(truth.frame, truth.features),
+                        [{"op": "predict", "frame": truth.frame, "proba": proba}],
+                        timeout_s=drill.params.script_timeout_s)
+    except ProbeError as e:
+        raise DrillFailed(f"the challenger {rel} cannot be scored: {e}") from None
+    got = out["results"][0]
+    probs = got.get("probabilities") if proba else None
+    classes = [str(c) for c in out.get("classes") or []] or None
+    try:
+        return truth.score(got["predictions"], probs, classes)[0]
+    except (ValueError, KeyError) as e:
+        raise DrillFailed(f"the challenger {rel} cannot be scored: {e}") from None
+
+
+def retrain_drill(ctx: CheckContext, params: RetrainDrillParams) -> CheckResult:
+    ev: dict[str, Any] = {}
+    try:
+        with start(ctx, params) as drill:
+            ev["seed"] = drill.seed
+            try:
+                return _retrain(drill, ev)
+            finally:
+                ev["steps"] = drill.log
+    except DrillError as e:
+        return result("error", str(e), **ev)
+    except DrillFailed as e:
+        return result("failed", str(e), **ev)
+
+
+def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
+    p = drill.params
+    truth = Truth(drill)
+    champ = champion_state(drill, truth)
+    se = decisive_champion(drill, truth, champ)
+    level, level_from = phase3_level(drill, champ)
+    decisive, metric = p.decisive_se * se, drill.metric
+    ev.update(metric=metric, champion=champ.brief(), phase3_level=level, level_from=level_from,
+              decisive_margin=decisive, recover_margin=p.recover_se * se)
+
+    # 1. known-worse: the training rows with inverted labels -> keep the champion
+    inverted = drill_data(drill, "inverted-labels", corrupt=True)
+    worse = drill.retrain(inverted)
+    ev["worse_decision"] = decision_brief(worse)
+    if worse["_promoted"]:
+        return result("failed", f"a challenger trained on inverted labels was promoted (recorded "
+                      f"challenger {_fmt(recorded_score(worse, 'challenger_score'))} vs champion "
+                      f"{_fmt(recorded_score(worse, 'champion_score'))}); the champion must be "
+                      "kept", **ev)
+    after_worse = drill.snapshot("after-worse")
+    chall = _measure_challenger(drill, truth, after_worse, worse.get("challenger_model"))
+    ev["worse_challenger_measured"] = chall
+    if worse_by(drill, chall, champ.score) <= decisive:
+        return result("failed", f"the challenger kept in the inverted-label drill "
+                      f"({worse.get('challenger_model')}) scores {metric} {chall:.4f} on the test "
+                      f"split, not decisively below the champion's {champ.score:.4f} (margin "
+                      f"{decisive:.4f}): it was not trained on the data it was given", **ev)
+    for key, measured in (("challenger_score", chall), ("champion_score", champ.score)):
+        rec = recorded_score(worse, key)
+        if not within(drill, rec, measured):
+            return result("failed", f"the inverted-label decision records {key} {_fmt(rec)} but "
+                          f"the gate measured {metric} {measured:.4f} (tolerance "
+                          f"{p.score_tolerance} x max(1, |score|))", **ev)
+    # 2. a bad champion: force-promote a challenger trained on inverted labels
+    bad_rec = drill.retrain(drill_data(drill, "inverted-labels-2", corrupt=True),
+                            "--force-promote")
+    ev["forced_decision"] = decision_brief(bad_rec)
+    bad_champion = drill.snapshot("bad-champion")
+    # 3. known-better: the real labels -> the challenger replaces the bad champion
+    better = drill.retrain(drill_data(drill, "labelled", corrupt=False))
+    ev["better_decision"] = decision_brief(better)
+    if not better["_promoted"]:
+        return result("failed", f"a challenger trained on the real labels was not promoted over a "
+                      f"bad champion (recorded: challenger "
+                      f"{_fmt(recorded_score(better, 'challenger_score'))} vs champion "
+                      f"{_fmt(recorded_score(better, 'champion_score'))}); decision "
+                      f"{better.get('decision')!r}: {str(better.get('reason', ''))[:120]}", **ev)
+    after_better = drill.snapshot("after-better")
+    served = serve(drill, truth, {"after-worse": after_worse, "bad-champion": bad_champion,
+                                  "after-better": after_better})
+    ev["served"] = {k: v.brief() for k, v in served.items()}
+    s_worse, s_bad, s_better = served["after-worse"], served["bad-champion"], served["after-better"]
+    if s_worse.fingerprint != champ.fingerprint or s_worse.version != champ.version:
+        return result("failed", f"after an inverted-label retrain recorded 'keep', the API serves "
+                      f"another model (version {s_worse.version}, {metric} {s_worse.score:.4f}; "
+                      f"before: version {champ.version}, {champ.score:.4f})", **ev)
+    # judge the forced promotion (the drill's bad champion)
+    if not bad_rec["_promoted"] or s_bad.fingerprint == champ.fingerprint:
+        return result("failed", f"retrain --force-promote did not replace the served model "
+                      f"(decision {bad_rec.get('decision')!r}; served {metric} {s_bad.score:.4f}, "
+                      f"champion {champ.score:.4f})", **ev)
+    if worse_by(drill, s_bad.score, champ.score) <= decisive:
+        return result("failed", f"a model force-promoted from inverted labels serves {metric} "
+                      f"{s_bad.score:.4f}, not decisively below the champion's {champ.score:.4f} "
+                      f"(margin {decisive:.4f}): the retrain did not train on the data it was "
+                      "given", **ev)
+    if s_better.fingerprint == s_bad.fingerprint:
+        return result("failed", f"the known-better retrain recorded 'promote' but the API still "
+                      f"serves the bad champion ({metric} {s_bad.score:.4f})", **ev)
+    if worse_by(drill, s_better.score, level) > p.recover_se * se:
+        return result("failed", f"after the known-better retrain the API serves {metric} "
+                      f"{s_better.score:.4f}, not back to the phase-3 level {level:.4f} (within "
+                      f"{p.recover_se:g} standard errors, {p.recover_se * se:.4f})", **ev)
+    for key, measured in (("challenger_score", s_better.score), ("champion_score", s_bad.score)):
+        rec = recorded_score(better, key)
+        if not within(drill, rec, measured):
+            return result("failed", f"the known-better decision records {key} {_fmt(rec)} but "
+                          f"the gate measured {metric} {measured:.4f} from the API (tolerance "
+                          f"{p.score_tolerance} x max(1, |score|))", **ev)
+    return result("passed", f"served {metric}: champion {champ.score:.4f}, kept after an "
+                  f"inverted-label retrain (challenger {chall:.4f}); forced bad champion "
+                  f"{s_bad.score:.4f}; the real-label retrain promoted and serves "
+                  f"{s_better.score:.4f} (phase 3: {level:.4f})", **ev)
+
+
 def rollback_drill(ctx: CheckContext, params: RollbackDrillParams) -> CheckResult:
-    for script in (params.retrain[0], params.rollback[0]):
-        if not (ctx.workspace / script).is_file():
-            return result("failed", f"{script} does not exist")
-    steps: dict[str, Any] = {}
-    with scratch_copy(ctx.workspace) as ws:
-        sub = CheckContext(workspace=ws, phase=ctx.phase, timeout_s=ctx.timeout_s,
-                           python=ctx.python, env=ctx.env)
-        try:
-            with running_api(sub) as api:
-                steps["serving_before"] = api.health.get("model_version")
-            res = _run_py(ctx, ws, *params.retrain)
-            steps["promote_exit"] = res.returncode
-            if not res.ok:
-                return result("failed", f"promoting a new version failed ({res.describe()})",
-                              **steps)
-            with running_api(sub) as api:
-                steps["serving_after_promote"] = api.health.get("model_version")
-            res = _run_py(ctx, ws, *params.rollback)
-            steps["rollback_exit"] = res.returncode
-            steps["rollback_output"] = [ln for ln in res.output.splitlines() if ln.strip()][-3:]
-            with running_api(sub) as api:
-                steps["serving_after_rollback"] = api.health.get("model_version")
-        except ApiDown as e:
-            return result("failed", f"the API did not start during the drill: {e}", **steps)
-    before, promoted, restored = (steps["serving_before"], steps["serving_after_promote"],
-                                  steps["serving_after_rollback"])
-    if promoted == before:
-        return result("failed", f"after promotion the API still serves version {before}", **steps)
-    if steps["rollback_exit"] != 0 or restored != before:
-        return result("failed", f"after rollback the API serves version {restored}, expected the "
-                      f"previous version {before} (rollback exit {steps['rollback_exit']})",
-                      **steps)
-    return result("passed", f"served {before} -> promoted {promoted} -> rolled back to {restored}",
-                  **steps)
+    ev: dict[str, Any] = {}
+    try:
+        with start(ctx, params) as drill:
+            ev["seed"] = drill.seed
+            try:
+                return _rollback(drill, params.rollback, ev)
+            finally:
+                ev["steps"] = drill.log
+    except DrillError as e:
+        return result("error", str(e), **ev)
+    except DrillFailed as e:
+        return result("failed", str(e), **ev)
+
+
+def _rollback(drill: Drill, rollback: list[str], ev: dict[str, Any]) -> CheckResult:
+    truth = Truth(drill)
+    champ = champion_state(drill, truth)
+    se = decisive_champion(drill, truth, champ)
+    metric, decisive = drill.metric, drill.params.decisive_se * se
+    ev.update(metric=metric, champion=champ.brief(), decisive_margin=decisive)
+    forced = drill.retrain(drill_data(drill, "inverted-labels", corrupt=True),
+                           "--force-promote")
+    ev["forced_decision"] = decision_brief(forced)
+    promoted = drill.snapshot("promoted")
+    script, *args = rollback
+    res = drill.run(script, *args)
+    rolled_back = drill.snapshot("rolled-back")
+    served = serve(drill, truth, {"promoted": promoted, "rolled-back": rolled_back})
+    ev["served"] = {k: v.brief() for k, v in served.items()}
+    s_new, s_back = served["promoted"], served["rolled-back"]
+    if s_new.fingerprint == champ.fingerprint:
+        return result("failed", f"after retrain --force-promote the API still serves the champion "
+                      f"({metric} {s_new.score:.4f}): nothing to roll back", **ev)
+    if worse_by(drill, s_new.score, champ.score) <= decisive:
+        return result("failed", f"a model force-promoted from inverted labels serves {metric} "
+                      f"{s_new.score:.4f}, not decisively below the champion's "
+                      f"{champ.score:.4f}: the retrain did not train on the data it was given",
+                      **ev)
+    if s_back.fingerprint != champ.fingerprint or s_back.version != champ.version:
+        return result("failed", f"after {script} (exit {res.returncode}) the API serves version "
+                      f"{s_back.version} with {metric} {s_back.score:.4f}, expected the previous "
+                      f"version {champ.version} with {champ.score:.4f}", **ev)
+    if not res.ok:
+        return result("failed", f"{script} restored the previous model but exited with "
+                      f"{res.describe()}", **ev)
+    return result("passed", f"served version {champ.version} ({metric} {champ.score:.4f}) -> "
+                  f"promoted {s_new.version} ({s_new.score:.4f}) -> rolled back to "
+                  f"{s_back.version} ({s_back.score:.4f}, same answers)", **ev)

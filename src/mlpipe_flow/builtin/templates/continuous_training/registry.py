@@ -43,6 +43,11 @@ def meta(version: str) -> dict[str, Any]:
     return json.loads((REGISTRY / "versions" / version / "model_meta.json").read_text("utf-8"))
 
 
+def model_path(version: str) -> str:
+    """The model file of a version, relative to the project folder."""
+    return str((REGISTRY / "versions" / version / "model.joblib").relative_to(ROOT))
+
+
 def champion() -> dict[str, Any] | None:
     p = REGISTRY / "champion.json"
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None

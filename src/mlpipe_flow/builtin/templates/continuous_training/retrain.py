@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         registry.promote(version)
     decision = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "champion": champ_version, "challenger": version, "metric": metric,
+                "champion_model": registry.model_path(champ_version),
+                "challenger_model": registry.model_path(version),
                 "champion_score": champ_score, "challenger_score": chall_score,
                 "decision": "promote" if promote else "keep_champion", "reason": reason,
                 "data": str(args.data), "rows": len(data),
