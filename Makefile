@@ -27,17 +27,18 @@ $(CLAUDE):
 	  mkdir -p $(NPM_PREFIX) && npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @anthropic-ai/claude-code; \
 	else echo "npm not found: the claude runner tests will be skipped"; fi
 
-demo: venv
+demo: venv promtool
 	$(BIN)/python examples/churn/generate.py --check
 	$(BIN)/mlpipe run "predict customer churn from real-time predictions via API, retraining weekly" \
 	  --data examples/churn/customers.csv --workspace $(DEMO_WS) --runner builtin
 
-# promtool (Debian's prometheus package) for the monitoring gate, best effort: only as root,
-# only when missing; without it the gate validates rules with a structural parser instead
+# promtool and prometheus (Debian's prometheus package) for the monitoring and continuous-
+# training gates, best effort: only as root, only when missing; without them the alert drill
+# and the canary drill say `error` (they cannot measure), so phases 5-6 cannot pass
 promtool:
-	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
-	  || echo "promtool not installed: the monitoring gate will use its structural rule parser"; } || true
+	  || echo "promtool/prometheus not installed: the alert and canary drills will say they cannot measure"; } || true
 
 test: venv claude promtool
 	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q
