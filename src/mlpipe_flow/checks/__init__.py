@@ -18,6 +18,7 @@ from mlpipe_flow.checks import (
     ct_checks,
     dag_checks,
     data_checks,
+    dockerfile_checks,
     files,
     manifest_checks,
     model_checks,
@@ -76,8 +77,13 @@ CHECKS: dict[str, CheckKind] = {
                             "the API starts, /predict agrees with the saved model, bad input 422"),
     "api_load": CheckKind(serving_checks.ApiLoadParams, serving_checks.api_load,
                           "the API holds an open-loop load within its latency objective"),
-    "dockerfile": CheckKind(manifest_checks.DockerfileParams, manifest_checks.dockerfile,
-                            "Dockerfile: pinned slim base, non-root user, healthcheck"),
+    "dockerfile": CheckKind(dockerfile_checks.DockerfileParams, dockerfile_checks.dockerfile,
+                            "Dockerfile: pinned slim base, non-root user, healthcheck; its "
+                            "COPY sources exist in the build context"),
+    "dockerfile_serves": CheckKind(dockerfile_checks.DockerfileServesParams,
+                                   dockerfile_checks.dockerfile_serves,
+                                   "the image's files assembled, its command serves the model, "
+                                   "its HEALTHCHECK tracks the API"),
     "k8s_manifests": CheckKind(manifest_checks.K8sParams, manifest_checks.k8s_manifests,
                                "Kubernetes manifests: kinds, resources, probes, HPA bounds"),
     "bandit": CheckKind(security_checks.BanditParams, security_checks.bandit,

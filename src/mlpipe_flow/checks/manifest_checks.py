@@ -2,61 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.models import CheckResult
-
-
-class DockerfileParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str = "deployment/docker/Dockerfile"
-
-
-def _instructions(text: str) -> list[tuple[str, str]]:
-    joined = re.sub(r"\\\r?\n", " ", text)
-    out = []
-    for line in joined.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
-
-
-def dockerfile(ctx: CheckContext, params: DockerfileParams) -> CheckResult:
-    p = ctx.workspace / params.path
-    if not p.is_file():
-        return result("failed", f"{params.path} does not exist")
-    ins = _instructions(p.read_text(encoding="utf-8", errors="replace"))
-    froms = [rest.split()[0] for word, rest in ins if word == "FROM" and rest]
-    problems = []
-    final = froms[-1] if froms else ""
-    stages = {rest.split()[-1].lower() for w, rest in ins if w == "FROM" and " as " in rest.lower()}
-    if not froms:
-        problems.append("no FROM")
-    for image in froms:
-        if image.lower() in stages:
-            continue
-        tag = image.split("@")[0].rsplit(":", 1)[1] if ":" in image.split("/")[-1] else ""
-        if "@sha256:" not in image and (not tag or tag == "latest" or not re.search(r"\d", tag)):
-            problems.append(f"base image {image} is not pinned to a version")
-    if final and "slim" not in final and "distroless" not in final and "alpine" not in final:
-        problems.append(f"final base image {final} is not a slim image")
-    users = [rest for word, rest in ins if word == "USER"]
-    last_user = users[-1].split(":")[0] if users else "root"
-    if last_user in ("root", "0"):
-        problems.append(f"the container runs as root (last USER: {users[-1] if users else 'none'})")
-    health = [rest for word, rest in ins if word == "HEALTHCHECK"]
-    if not health or health[-1].upper().startswith("NONE"):
-        problems.append("no HEALTHCHECK")
-    ev = {"base_images": froms, "user": last_user, "healthcheck": health[-1] if health else None}
-    if problems:
-        return result("failed", f"{params.path}: {'; '.join(problems)}", **ev)
-    return result("passed", f"{params.path}: base {final}, user {last_user}, healthcheck set", **ev)
 
 
 class K8sParams(BaseModel):
