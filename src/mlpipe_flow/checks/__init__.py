@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mlpipe_flow.checks import (
+    ci_checks,
     ct_checks,
     dag_checks,
     data_checks,
@@ -86,6 +87,8 @@ CHECKS: dict[str, CheckKind] = {
                                    "its HEALTHCHECK tracks the API"),
     "k8s_manifests": CheckKind(manifest_checks.K8sParams, manifest_checks.k8s_manifests,
                                "Kubernetes manifests: kinds, resources, probes, HPA bounds"),
+    "ci_workflow": CheckKind(ci_checks.CiWorkflowParams, ci_checks.ci_workflow,
+                             "CI workflows validate; jobs run pytest, build the image, deploy"),
     "bandit": CheckKind(security_checks.BanditParams, security_checks.bandit,
                         "bandit finds no high-severity issue in the generated code"),
     "secrets": CheckKind(security_checks.SecretsParams, security_checks.secrets,
