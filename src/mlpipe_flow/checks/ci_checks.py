@@ -210,12 +210,17 @@ def _steps(job_id: str, job: dict[str, Any], rel: str, triggers: set[str], ws: P
            params: CiWorkflowParams, problems: list[str]) -> Job:
     env = job.get("environment")
     env_name = env.get("name") if isinstance(env, dict) else env
-    defaults = ((job.get("defaults") or {}).get("run") or {}).get("working-directory") or "."
+    run_defaults = (job.get("defaults") or {}).get("run") if isinstance(job.get("defaults"),
+                                                                         dict) else None
+    defaults = (run_defaults or {}).get("working-directory") or "." if isinstance(
+        run_defaults or {}, dict) else "."
     needs = job.get("needs") or []
-    j = Job(rel, str(job_id), [needs] if isinstance(needs, str) else [str(n) for n in needs],
+    needs = [needs] if isinstance(needs, str) else needs if isinstance(needs, list) else []
+    j = Job(rel, str(job_id), [str(n) for n in needs],
             str(env_name) if env_name else None, _disabled(job.get("if")),
             job.get("continue-on-error") is True, str(defaults), triggers)
-    for n, step in enumerate(job.get("steps") or []):
+    steps = job.get("steps")
+    for n, step in enumerate(steps if isinstance(steps, list) else []):
         if not isinstance(step, dict) or _disabled(step.get("if")):
             continue
         where = f"{rel}: job {job_id} step {step.get('name') or n + 1}"
@@ -311,7 +316,8 @@ def ci_workflow(ctx: CheckContext, params: CiWorkflowParams) -> CheckResult:
         on = doc.get("on")
         triggers = ({on} if isinstance(on, str) else set(on) if isinstance(on, (list, dict))
                     else set())
-        for job_id, job in (doc.get("jobs") or {}).items():
+        all_jobs = doc.get("jobs")
+        for job_id, job in (all_jobs.items() if isinstance(all_jobs, dict) else []):
             if isinstance(job, dict):
                 j = _steps(str(job_id), job, rel, {str(t) for t in triggers}, ctx.workspace,
                            params, problems)

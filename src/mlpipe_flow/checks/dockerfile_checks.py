@@ -466,18 +466,23 @@ def dockerfile_serves(ctx: CheckContext, params: DockerfileServesParams) -> Chec
         base = f"http://127.0.0.1:{runner.new_port}"
         deadline = time.monotonic() + params.startup_s
         status, body = 0, b""
+        first_answer: float | None = None
         while time.monotonic() < deadline and server.alive():
             try:
                 status, body = http("GET", f"{base}/health", timeout=2)
                 if status == 200:
                     break
+                first_answer = first_answer or time.monotonic()
+                if status in (404, 405) and time.monotonic() - first_answer > 3:
+                    break  # a server that has no /health, not one still loading
             except OSError:
                 pass
             time.sleep(0.25)
         tail = " | ".join(server.log_tail(4))[-400:]
         if status != 200:
             why = (f"exited with status {server.proc.returncode}" if not server.alive()
-                   else f"/health answered {status or 'nothing'} within {params.startup_s:.0f}s")
+                   else f"/health answered {status or 'nothing'}" + (
+                       f" within {params.startup_s:.0f}s" if status not in (404, 405) else ""))
             return result("failed", f"the image's command {_show(form)} does not serve the API "
                           f"from the image's files: {why}; log: {tail}", **ev)
         if "error" in got:

@@ -260,10 +260,12 @@ def k8s_manifests(ctx: CheckContext, params: K8sParams) -> CheckResult:
                           "kinds": kinds, "deployments": len(deployments),
                           "schemas": f"Kubernetes {params.k8s_version} (kubernetes-validate, strict)",
                           "image_port": image_port}
-    if params.live and live:
+    if params.live and live and not problems:
         measured, live_problems = _measure_live(ctx, live)
         ev.update(measured)
         problems += live_problems
+    elif params.live and live:
+        ev["live"] = "not run: the manifests have problems already"
     if problems:
         return result("failed", f"{len(problems)} problem(s): {'; '.join(problems[:5])}", **ev,
                       problems=problems)

@@ -207,8 +207,8 @@ def unsafe_calls(root: Path, targets: list[str], api: str) -> tuple[list[str], l
             continue
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and \
-                node.level == 0 else []
+                [node.module, *(f"{node.module}.{a.name}" for a in node.names)] \
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
             for n in names:
                 local = _local_module(root, n)
                 if local is not None and local not in seen:
