@@ -35,14 +35,20 @@ class ProbeSet:
     seed: int
     features: list[str]
     numeric: list[str]
-    notes: list[str] = field(default_factory=list)
+    whole: list[str] = field(default_factory=list)  # numeric columns holding whole numbers only
 
     def records(self, rows: list[int] | None = None) -> list[dict[str, Any]]:
-        """JSON-ready records: numbers as Python floats (exact), missing values as None."""
+        """JSON-ready records: numbers exact (whole-number columns as integers), missing values
+        as None."""
         part = self.frame if rows is None else self.frame.iloc[rows]
+        whole = set(self.whole)
         out = []
         for row in part.itertuples(index=False, name=None):
-            out.append({c: _plain(v) for c, v in zip(self.features, row, strict=True)})
+            rec = {}
+            for c, v in zip(self.features, row, strict=True):
+                v = _plain(v)
+                rec[c] = int(v) if c in whole and isinstance(v, float) and v.is_integer() else v
+            out.append(rec)
         return out
 
 
@@ -78,10 +84,12 @@ def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_row
     missing = [c for c in features if c not in frames["test"].columns]
     if missing:
         raise KeyError(f"feature column(s) {missing[:5]} are not in the test split")
-    seen = pd.concat([f[[c for c in features if c in f.columns]] for f in frames.values()],
+    # values to move to: what the model was trained on (train), else what the splits show
+    pool = [frames["train"]] if "train" in frames else list(frames.values())
+    seen = pd.concat([f[[c for c in features if c in f.columns]] for f in pool],
                      ignore_index=True)
     numeric = [c for c in features if frames["test"][c].dtype.kind in "biuf"
-               and seen[c].dtype.kind in "biuf"]
+               and c in seen.columns and seen[c].dtype.kind in "biuf"]
     whole = {c for c in numeric if _whole(seen[c])}
     parts, kinds = [], []
     for name, n in (("test", n_test), ("valid", n_valid)):
@@ -96,7 +104,7 @@ def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_row
     # perturbed copies of every sampled row
     pert = base.copy()
     for c in features:
-        col = seen[c].dropna()
+        col = seen[c].dropna() if c in seen.columns else seen.iloc[:0, 0]
         if col.empty:
             continue
         if c in numeric:
@@ -125,7 +133,7 @@ def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_row
     pick = rng.choice(n_base, size=min(vary_rows, n_base), replace=False).tolist()
     vary_parts, vary_kinds, vary_origin = [], [], []
     for c in features:
-        col = seen[c].dropna()
+        col = seen[c].dropna() if c in seen.columns else seen.iloc[:0, 0]
         if col.empty:
             continue
         if c in numeric:
@@ -152,4 +160,4 @@ def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_row
     for c in numeric:
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
     return ProbeSet(frame=frame, kinds=kinds + vary_kinds, base=origin + vary_origin, seed=seed,
-                    features=features, numeric=numeric)
+                    features=features, numeric=numeric, whole=sorted(whole))

@@ -33,7 +33,7 @@ from mlpipe_flow.checks.dockerfile_build import BuildError, Image, Stage, assemb
 from mlpipe_flow.models import CheckResult
 
 SHIMS = {"python": "exec {py} \"$@\"", "uvicorn": "exec {py} -m uvicorn \"$@\"",
-         "gunicorn": "exec {py} -m gunicorn \"$@\"", "hypercorn": "exec {py} -m hypercorn \"$@\"",
+         "gunicorn": "exec {py} {gunicorn} \"$@\"", "hypercorn": "exec {py} -m hypercorn \"$@\"",
          "fastapi": "exec {py} -m fastapi \"$@\"",
          "tini": 'for a; do case "$a" in --) shift; break;; -*) shift;; *) break;; esac; done; '
                  'exec "$@"'}
@@ -42,6 +42,32 @@ PYTHON_NAME = re.compile(r"^python(\d(\.\d+)?)?$")
 SERVERS = ("uvicorn", "gunicorn", "hypercorn", "fastapi")
 ANY_HOST = ("0.0.0.0", "::", "[::]")  # noqa: S104 - the container's bind address, rewritten
 DOWNLOADERS = ("curl", "wget")
+# gunicorn where the workspace's interpreter has it; else the same ASGI app under uvicorn (the
+# gate cannot install packages), on the bind the command names
+GUNICORN = """import os, runpy, sys
+try:
+    import gunicorn  # noqa: F401
+except ImportError:
+    args, bind, app, i = sys.argv[1:], "127.0.0.1:8000", None, 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-b", "--bind") and i + 1 < len(args):
+            bind, i = args[i + 1], i + 2
+            continue
+        if a.startswith("--bind="):
+            bind = a.split("=", 1)[1]
+        elif a in ("-k", "--worker-class", "-w", "--workers", "-c", "--config", "--timeout",
+                   "--threads", "--log-level", "--chdir"):
+            i += 1
+        elif not a.startswith("-"):
+            app = a
+        i += 1
+    host, _, port = bind.rpartition(":")
+    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", app or "", "--host",
+                              host or "127.0.0.1", "--port", port])
+sys.argv[0] = "gunicorn"
+runpy.run_module("gunicorn", run_name="__main__")
+"""
 INSTALL = re.compile(r"\b(?:apt-get|apt|apk|yum|dnf|microdnf)\b[^&;|]*\b(?:install|add)\b([^&;|]*)")
 
 
@@ -220,9 +246,12 @@ class Runner:
         self.root = self.stage.root
         self.port, self.new_port = port, str(new_port)
         self.bin = Path(tempfile.mkdtemp(prefix="shims-", dir=ctx.scratch))
+        gunicorn = self.bin / "gunicorn_or_uvicorn.py"
+        gunicorn.write_text(GUNICORN)
         for name, body in SHIMS.items():
             shim = self.bin / name
-            shim.write_text(f"#!/bin/sh\n{body.format(py=shlex.quote(ctx.python))}\n")
+            shim.write_text("#!/bin/sh\n" + body.format(py=shlex.quote(ctx.python),
+                                                        gunicorn=shlex.quote(str(gunicorn))) + "\n")
             shim.chmod(0o755)
         for extra in ("python3", *(f"python3.{m}" for m in range(8, 15))):
             (self.bin / extra).symlink_to(self.bin / "python")
@@ -269,7 +298,23 @@ class Runner:
             return str(self.root / word.lstrip("/"))
         return word
 
+    def rewrite_scripts(self, form: list[str]) -> None:
+        """A shell script of the image the command runs gets the same port/host/path rewrite."""
+        for w in _words(form):
+            f = self.root / w.lstrip("/") if w.startswith("/") else self.cwd / w
+            if "/" not in w and not w.endswith(".sh") or not f.is_file():
+                continue
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            if len(text) < 65536 and (text.startswith("#!") or w.endswith(".sh")):
+                text = re.sub(r"(?<![\w/.-])(/[\w./-]+)", lambda m: self.program(m.group(1)),
+                              text)
+                f.write_text("\n".join(self.rewrite(line) for line in text.splitlines()) + "\n")
+
     def argv(self, form: list[str]) -> list[str]:
+        self.rewrite_scripts(form)
         if len(form) >= 3 and form[0].rsplit("/", 1)[-1] in ("sh", "bash") and form[1] == "-c":
             script = re.sub(r"(?<![\w/.-])(/[\w./-]+)",
                             lambda m: self.program(m.group(1)), form[2])

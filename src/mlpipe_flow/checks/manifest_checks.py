@@ -13,12 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.security_checks import looks_secret
 from mlpipe_flow.models import CheckResult
 
 SECRET_NAME = re.compile(r"(?i)(passw(or)?d|passwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
                          r"private[_-]?key|credential|auth)")
-PLACEHOLDER = re.compile(r"(?i)^(|changeme|change[-_ ]me|replace[-_ ]?me|placeholder|example|"
-                         r"dummy|x+|\*+|<[^>]*>|\$\{[^}]*\}|\{\{.*\}\}|\$\(.*\))$")
 CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
 MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E|m)?$")
 UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
@@ -99,17 +98,23 @@ def _schema_problems(docs: list[tuple[str, dict[str, Any]]], version: str) -> li
     out = []
     for rel, d in docs:
         name = f"{rel}:{d.get('kind')}/{(d.get('metadata') or {}).get('name')}"
-        if not d.get("apiVersion") or not d.get("kind"):
+        if (not d.get("apiVersion") or not d.get("kind")) and not rel.rsplit("/", 1)[-1] \
+                .startswith("kustomization."):
             out.append(f"{name}: no apiVersion or kind")
             continue
+        if d.get("kind") == "Kustomization" or rel.rsplit("/", 1)[-1].startswith("kustomization."):
+            continue  # kustomize's own file, not a Kubernetes object
         try:
             kv.validate(d, version, strict=True)
         except kv.ValidationError as e:
             where = ".".join(str(p) for p in e.absolute_path)
             out.append(f"{name}: schema: {where or '(root)'}: {str(e.message)[:160]}")
         except kv.SchemaNotFoundError:
+            group = str(d.get("apiVersion")).rpartition("/")[0]
+            if "." in group and not group.endswith(".k8s.io"):
+                continue  # a custom resource (e.g. monitoring.coreos.com): no schema to hold it to
             out.append(f"{name}: no Kubernetes {version} schema for {d.get('apiVersion')} "
-                       f"{d.get('kind')}")
+                       f"{d.get('kind')} (a removed or misspelt API version?)")
     return out
 
 
@@ -194,7 +199,7 @@ def _container_problems(name: str, c: dict[str, Any], params: K8sParams,
         if not isinstance(e, dict):
             continue
         if SECRET_NAME.search(str(e.get("name"))) and "value" in e \
-                and not PLACEHOLDER.match(str(e.get("value") or "")):
+                and looks_secret(str(e.get("value") or "")):
             problems.append(f"{cname}: env {e.get('name')} holds a plain-text value (use "
                             f"valueFrom.secretKeyRef)")
     return problems, {"paths": live, "memory_limit": mem_l, "memory_limit_text": lim.get("memory"),
@@ -331,7 +336,7 @@ def _plain_secrets(name: str, d: dict[str, Any]) -> list[str]:
                     pass
             if d.get("kind") == "ConfigMap" and not SECRET_NAME.search(str(key)):
                 continue
-            if not PLACEHOLDER.match(text.strip()):
+            if looks_secret(text.strip()):
                 out.append(f"{name}: {part}.{key} holds a plain-text secret in the repository "
                            f"(create the Secret outside the manifests)")
     return out
@@ -374,12 +379,21 @@ def _measure_live(ctx: CheckContext, live: list[dict[str, Any]]) -> tuple[dict[s
 
 def _warm(ctx: CheckContext, base: str, http: Any, json: Any) -> None:
     """One batch of test rows through /predict, so the memory measured is the serving one."""
-    import pandas as pd
+    import csv
+
+    def value(v: str) -> Any:
+        try:
+            return float(v) if v != "" else None
+        except ValueError:
+            return v
 
     try:
         meta = json.loads((ctx.workspace / "artifacts" / "model_meta.json").read_text("utf-8"))
-        frame = pd.read_csv(ctx.workspace / "data" / "splits" / "test.csv").head(200)
-        rows = json.loads(frame[list(meta["feature_columns"])].to_json(orient="records"))
+        features = list(meta["feature_columns"])
+        with (ctx.workspace / "data" / "splits" / "test.csv").open(newline="",
+                                                                   encoding="utf-8") as f:
+            rows = [{c: value(r.get(c, "")) for c in features}
+                    for _, r in zip(range(200), csv.DictReader(f), strict=False)]
         http("POST", f"{base}/predict", json.dumps({"records": rows}).encode(), timeout=60)
     except (OSError, ValueError, KeyError):
         pass

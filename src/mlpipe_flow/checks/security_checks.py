@@ -256,7 +256,8 @@ TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".md", ".txt", ".cfg", ".ini",
                  ".sh", ".j2", ".ipynb", "", ".conf", ".properties", ".tf"}
 ENTROPY_SUFFIXES = {".py", ".yaml", ".yml", ".json", ".env", ".sh", ".cfg", ".ini", ".toml",
                     ".conf", ".properties", ".tf"}  # code, config and manifests
-HASH_CONTEXT = re.compile(r"(?i)(sha\d*|md5|hash|digest|checksum|run_?id|commit|uses:|etag|uuid)")
+HASH_CONTEXT = re.compile(r"(?i)(sha\d*|md5|hash|digest|checksum|run_?id|commit|uses:|etag|"
+                          r"uuid|uid|\bid\b)")
 BENIGN_TYPES = {"Public IP (ipv4)"}
 
 
@@ -286,7 +287,7 @@ def _entropy(s: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values()) if n else 0.0
 
 
-def _looks_secret(value: str) -> bool:
+def looks_secret(value: str) -> bool:
     """A literal that is not a placeholder, a reference or a plain word."""
     v = value.strip()
     if PLACEHOLDER.match(v) or len(v) < 6:
@@ -301,14 +302,14 @@ def _pattern_hits(text: str, rel: str, suffix: str) -> list[str]:
     for what, rx in SECRET_PATTERNS.items():
         for m in rx.finditer(text):
             value = m.group(m.lastindex or 0)
-            if what == "password in a URL" and PLACEHOLDER.match(value):
+            if what == "password in a URL" and not looks_secret(value):
                 continue
             hits.append(f"{rel}:{text.count(chr(10), 0, m.start()) + 1}: {what}")
     if suffix in CODE_SUFFIXES or suffix in CONFIG_SUFFIXES or rel.endswith("Dockerfile"):
         for m in ASSIGNMENT.finditer(text):
             if suffix in CODE_SUFFIXES and not m.group("q"):
                 continue  # code: only string literals (not os.environ[...] and the like)
-            if _looks_secret(m.group("v")):
+            if looks_secret(m.group("v")):
                 line = text.count("\n", 0, m.start()) + 1
                 hits.append(f"{rel}:{line}: hard-coded {m.group(1)}")
     return hits
@@ -329,18 +330,18 @@ def _yaml_env_hits(text: str, rel: str) -> list[str]:
     def walk(node: Any, env_context: bool) -> None:
         if isinstance(node, dict):
             if {"name", "value"} <= node.keys() and name_rx.search(str(node["name"])) \
-                    and isinstance(node["value"], str) and _looks_secret(node["value"]):
+                    and isinstance(node["value"], str) and looks_secret(node["value"]):
                 hits.append(f"{rel}: env {node['name']} holds a plain-text value")
             for k, v in node.items():
                 if env_context and name_rx.search(str(k)) and isinstance(v, str) \
-                        and _looks_secret(v):
+                        and looks_secret(v):
                     hits.append(f"{rel}: {k} holds a plain-text value")
                 walk(v, str(k).lower() in ("env", "environment", "variables", "stringdata"))
         elif isinstance(node, list):
             for item in node:
                 if env_context and isinstance(item, str) and "=" in item:
                     k, _, v = item.partition("=")
-                    if name_rx.search(k) and _looks_secret(v):
+                    if name_rx.search(k) and looks_secret(v):
                         hits.append(f"{rel}: {k} holds a plain-text value")
                 walk(item, False)
 
@@ -373,7 +374,7 @@ def _detect_secrets(files: list[Path], root: Path) -> list[str]:
                 text = lines[s.line_number - 1] if 0 < s.line_number <= len(lines) else ""
                 if "Hex" in s.type and HASH_CONTEXT.search(text):
                     continue  # a digest or an id, not a key
-                if "Keyword" in s.type and not _looks_secret(value):
+                if "Keyword" in s.type and not looks_secret(value):
                     continue
             hits.append(f"{filename}:{s.line_number}: {s.type} (detect-secrets)")
     return hits
