@@ -324,3 +324,41 @@ def test_ci_building_from_another_context(mutant: Mutant) -> None:
 def test_ci_workflow_not_schema_valid(mutant: Mutant, broken: str) -> None:
     mutant.write(WORKFLOW, "name: model-api\non: [push]\n" + broken)
     mutant.assert_caught("phase4", "ci-workflow", "schema")
+
+
+# --- A/B testing and the guide -----------------------------------------------------------------
+
+AB = "ab_testing/ab_test.py"
+
+
+def test_ab_test_that_always_finds_a_difference(mutant: Mutant) -> None:
+    mutant.replace(AB, "    p = math.erfc(abs(z) / math.sqrt(2))\n",
+                   "    p = min(math.erfc(abs(z) / math.sqrt(2)), 0.01)\n")
+    mutant.assert_caught("phase4", "ab-testing", "A/A tests significant")
+
+
+def test_ab_rollback_that_never_fires(mutant: Mutant) -> None:
+    text = mutant.text(AB)
+    mutant.write(AB, text.replace('return "rollback"', 'return "continue"'))
+    mutant.assert_caught("phase4", "ab-testing", "rolled back")
+
+
+def test_ab_assignment_by_a_random_draw(mutant: Mutant) -> None:
+    mutant.replace(AB, "    bucket = int.from_bytes(digest[:8], \"big\") / 2**64\n",
+                   "    import random\n    bucket = random.random()\n")
+    mutant.assert_caught("phase4", "ab-testing", "not deterministic")
+
+
+def test_deployment_guide_with_placeholders(mutant: Mutant) -> None:
+    text = mutant.text("deployment-guide.md")
+    start = text.index("## Kubernetes")
+    mutant.write("deployment-guide.md", text[:start] + "## Kubernetes\n\nTODO: write the "
+                 "deployment steps.\n\n## Rolling back\n\nTBD.\n")
+    mutant.assert_caught("phase4", "deployment-guide", "placeholder", "deploying the manifests")
+
+
+def test_deployment_guide_naming_files_that_do_not_exist(mutant: Mutant) -> None:
+    mutant.write("deployment-guide.md", mutant.text("deployment-guide.md") + "\n## Helm\n\n"
+                 "`helm upgrade --install model-api deployment/helm/ -f "
+                 "deployment/helm/values-prod.yaml`\n")
+    mutant.assert_caught("phase4", "deployment-guide", "deployment/helm")

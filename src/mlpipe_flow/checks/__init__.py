@@ -15,10 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mlpipe_flow.checks import (
+    ab_checks,
     ci_checks,
     ct_checks,
     dag_checks,
     data_checks,
+    doc_checks,
     dockerfile_checks,
     files,
     manifest_checks,
@@ -87,6 +89,10 @@ CHECKS: dict[str, CheckKind] = {
                                    "its HEALTHCHECK tracks the API"),
     "k8s_manifests": CheckKind(manifest_checks.K8sParams, manifest_checks.k8s_manifests,
                                "Kubernetes manifests: kinds, resources, probes, HPA bounds"),
+    "ab_drill": CheckKind(ab_checks.AbDrillParams, ab_checks.ab_drill,
+                          "A/B assignment, significance and rollback drilled on gate-made data"),
+    "deployment_guide": CheckKind(doc_checks.DeploymentGuideParams, doc_checks.deployment_guide,
+                                  "the deployment guide covers run, build, deploy, roll back"),
     "ci_workflow": CheckKind(ci_checks.CiWorkflowParams, ci_checks.ci_workflow,
                              "CI workflows validate; jobs run pytest, build the image, deploy"),
     "bandit": CheckKind(security_checks.BanditParams, security_checks.bandit,
