@@ -362,3 +362,45 @@ def test_deployment_guide_naming_files_that_do_not_exist(mutant: Mutant) -> None
                  "`helm upgrade --install model-api deployment/helm/ -f "
                  "deployment/helm/values-prod.yaml`\n")
     mutant.assert_caught("phase4", "deployment-guide", "deployment/helm")
+
+
+# --- under load ----------------------------------------------------------------------------------
+# The gate's own rate (1000 req/s) for 0.5 + 2 s instead of 3 + 10 s: these lies show at once.
+
+SHORT_LOAD = {"rate": 1000, "duration_s": 2, "warmup_s": 0.5}
+BUSY = """    if _queue.qsize() > 0:
+        n = len(req.records)
+        return 200, json.dumps({"model_version": VERSION, "predictions": [CLASSES[0]] * n,
+                                "probabilities": [{c: 0.5 for c in CLASSES}] * n}).encode()
+"""
+
+
+def _short_load(mutant: Mutant) -> Any:
+    from ml_workspace import check
+
+    r = check(mutant.ws, "api_load", **SHORT_LOAD)
+    assert r.status == "failed", (r.message, r.evidence)
+    return r
+
+
+def test_api_fast_only_from_a_cache(mutant: Mutant) -> None:
+    """A slow model behind a cache of request bodies: the old load test cycled 500 test rows, so
+    after its first 500 requests every answer came from the cache."""
+    mutant.replace(MAIN, "    try:\n        req = REQUEST_ADAPTER.validate_json(body)",
+                   "    if body in _CACHE:\n        return 200, _CACHE[body]\n"
+                   "    await asyncio.sleep(0.2)  # the real model's cost\n"
+                   "    try:\n        req = REQUEST_ADAPTER.validate_json(body)")
+    mutant.replace(MAIN, "    return 200, json.dumps(out).encode()",
+                   "    _CACHE[body] = json.dumps(out).encode()\n    return 200, _CACHE[body]")
+    mutant.write(MAIN, mutant.text(MAIN) + "\n_CACHE: dict[bytes, bytes] = {}\n")
+    r = _short_load(mutant)
+    assert "p95 not under 100 ms" in r.message and r.evidence["distinct_requests"] == 2500
+
+
+def test_api_answering_a_constant_when_busy(mutant: Mutant) -> None:
+    """Load shedding with made-up answers: when requests queue up, a constant is returned
+    instead of running the model (every answer a 200)."""
+    anchor = "    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()"
+    mutant.replace(MAIN, anchor, BUSY + anchor)
+    r = _short_load(mutant)
+    assert "disagree with the saved model" in r.message, r.message

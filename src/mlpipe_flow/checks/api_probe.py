@@ -66,42 +66,12 @@ def _whole(series: Any) -> bool:
     return bool(len(values)) and bool(((values % 1) == 0).all())
 
 
-def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_rows: int,
-          seed: int | None = None) -> ProbeSet:
-    """The probe rows (see the module doc); `seed` None draws a fresh one."""
+def perturb(base: Any, seen: Any, features: list[str], numeric: list[str], whole: set[str],
+            rng: Any) -> Any:
+    """Copies of `base` with numbers moved within the range `seen` shows (rounded where it
+    holds whole numbers) and categories swapped to other values `seen` shows."""
     import numpy as np
-    import pandas as pd
 
-    seed = secrets.randbelow(2**31) if seed is None else seed
-    rng = np.random.default_rng(seed)
-    frames = {}
-    for name in SPLITS:
-        p = splits / f"{name}.csv"
-        if p.is_file():
-            frames[name] = pd.read_csv(p, low_memory=False)
-    if "test" not in frames:
-        raise FileNotFoundError(f"{splits / 'test.csv'} does not exist")
-    missing = [c for c in features if c not in frames["test"].columns]
-    if missing:
-        raise KeyError(f"feature column(s) {missing[:5]} are not in the test split")
-    # values to move to: what the model was trained on (train), else what the splits show
-    pool = [frames["train"]] if "train" in frames else list(frames.values())
-    seen = pd.concat([f[[c for c in features if c in f.columns]] for f in pool],
-                     ignore_index=True)
-    numeric = [c for c in features if frames["test"][c].dtype.kind in "biuf"
-               and c in seen.columns and seen[c].dtype.kind in "biuf"]
-    whole = {c for c in numeric if _whole(seen[c])}
-    parts, kinds = [], []
-    for name, n in (("test", n_test), ("valid", n_valid)):
-        if name in frames and n > 0:
-            f = frames[name][features]
-            take = rng.choice(len(f), size=min(n, len(f)), replace=False)
-            parts.append(f.iloc[np.sort(take)])
-            kinds += [name] * len(take)
-    base = pd.concat(parts, ignore_index=True)
-    n_base = len(base)
-
-    # perturbed copies of every sampled row
     pert = base.copy()
     for c in features:
         col = seen[c].dropna() if c in seen.columns else seen.iloc[:0, 0]
@@ -121,10 +91,78 @@ def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_row
             if len(cats) < 2:
                 continue
             values = pert[c].astype(object).to_numpy(copy=True)
-            for i in np.nonzero(rng.random(len(values)) < SWAP_P)[0]:
+            hits = np.nonzero(rng.random(len(values)) < SWAP_P)[0]
+            picks = rng.integers(len(cats) - 1, size=len(hits))
+            for i, k in zip(hits, picks, strict=True):
                 others = [v for v in cats if v != str(values[i])]
-                values[i] = others[rng.integers(len(others))]
+                values[i] = others[min(int(k), len(others) - 1)]
             pert[c] = values
+    return pert
+
+
+def _read(splits: Path, features: list[str]) -> tuple[dict[str, Any], Any, list[str], set[str]]:
+    """The splits, the values to move to (train's, else all splits'), the numeric features and
+    those holding whole numbers."""
+    import pandas as pd
+
+    frames = {}
+    for name in SPLITS:
+        p = splits / f"{name}.csv"
+        if p.is_file():
+            frames[name] = pd.read_csv(p, low_memory=False)
+    if "test" not in frames:
+        raise FileNotFoundError(f"{splits / 'test.csv'} does not exist")
+    missing = [c for c in features if c not in frames["test"].columns]
+    if missing:
+        raise KeyError(f"feature column(s) {missing[:5]} are not in the test split")
+    pool = [frames["train"]] if "train" in frames else list(frames.values())
+    seen = pd.concat([f[[c for c in features if c in f.columns]] for f in pool],
+                     ignore_index=True)
+    numeric = [c for c in features if frames["test"][c].dtype.kind in "biuf"
+               and c in seen.columns and seen[c].dtype.kind in "biuf"]
+    whole = {c for c in numeric if _whole(seen[c])}
+    return frames, seen, numeric, whole
+
+
+def load_rows(splits: Path, features: list[str], n: int, seed: int | None = None) -> ProbeSet:
+    """`n` rows for a load test, each a perturbed copy of a test row: distinct requests, so an
+    API cannot answer the load from a cache of the test split's answers."""
+    import numpy as np
+    import pandas as pd
+
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    rng = np.random.default_rng(seed)
+    frames, seen, numeric, whole = _read(splits, features)
+    test = frames["test"][features]
+    base = test.iloc[rng.integers(len(test), size=n)].reset_index(drop=True)
+    frame = perturb(base, seen, features, numeric, whole, rng)
+    for c in numeric:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
+    return ProbeSet(frame=frame, kinds=["perturbed"] * n, base=list(range(n)), seed=seed,
+                    features=features, numeric=numeric, whole=sorted(whole))
+
+
+def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_rows: int,
+          seed: int | None = None) -> ProbeSet:
+    """The probe rows (see the module doc); `seed` None draws a fresh one."""
+    import numpy as np
+    import pandas as pd
+
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    rng = np.random.default_rng(seed)
+    frames, seen, numeric, whole = _read(splits, features)
+    parts, kinds = [], []
+    for name, n in (("test", n_test), ("valid", n_valid)):
+        if name in frames and n > 0:
+            f = frames[name][features]
+            take = rng.choice(len(f), size=min(n, len(f)), replace=False)
+            parts.append(f.iloc[np.sort(take)])
+            kinds += [name] * len(take)
+    base = pd.concat(parts, ignore_index=True)
+    n_base = len(base)
+
+    # perturbed copies of every sampled row
+    pert = perturb(base, seen, features, numeric, whole, rng)
     rows = [base, pert]
     kinds += ["perturbed"] * n_base
     origin = list(range(n_base)) + list(range(n_base))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.checks.metrics import label
-from mlpipe_flow.checks.serving import ApiDown, http, running_api, test_records
+from mlpipe_flow.checks.serving import ApiDown, http, running_api
 from mlpipe_flow.models import CheckResult
 from mlpipe_flow.state import file_sha256
 
@@ -278,26 +278,58 @@ class ApiLoadParams(BaseModel):
     min_rate_fraction: float = Field(default=0.95, gt=0, le=1)
     max_error_rate: float = Field(default=0.001, ge=0, le=1)
     connections: int = Field(default=128, ge=1)
-    distinct_rows: int = Field(default=500, ge=1)
+    model: str = "artifacts/model.joblib"
+    check_every: int = Field(default=50, ge=1,
+                             description="every n-th response is compared with the model")
+    tol: float = Field(default=1e-4, ge=0)
 
 
 def api_load(ctx: CheckContext, params: ApiLoadParams) -> CheckResult:
+    """Every request a distinct gate-made row (a perturbed test row), so no cache of known
+    answers helps; a sample of the responses served under load must agree with the model."""
+    from mlpipe_flow.checks import api_probe
+    from mlpipe_flow.checks.artifacts import ProbeError, run_model
     from mlpipe_flow.checks.loadgen import run_load
 
     try:
-        _, records, _ = test_records(ctx, params.distinct_rows)
-    except (OSError, ValueError, KeyError) as e:
-        return result("failed", f"cannot read the test split: {e}")
-    bodies = [json.dumps({"records": [r]}).encode() for r in records]
+        meta = json.loads((ctx.workspace / "artifacts" / "model_meta.json")
+                          .read_text(encoding="utf-8"))
+        features = [str(c) for c in meta["feature_columns"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return result("failed", f"cannot read artifacts/model_meta.json: {e}")
+    n = max(1, int((params.warmup_s + params.duration_s) * params.rate))
+    ran: dict[str, Any] = {}
+
+    def prepare() -> None:  # while the API starts
+        try:
+            probe = api_probe.load_rows(ctx.workspace / "data" / "splits", features, n)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ran["error"] = f"cannot make load rows from the splits: {type(e).__name__}: {e}"
+            return
+        ran["bodies"] = [json.dumps({"records": [r]}).encode() for r in probe.records()]
+        ran["sampled"] = idx = list(range(0, n, params.check_every))
+        dtypes = {c: ("number" if c in probe.numeric else "text") for c in features}
+        try:
+            ran["model"] = run_model(ctx, params.model, features, dtypes, [
+                {"op": "predict", "frame": probe.frame.iloc[idx], "proba": True}])
+        except ProbeError as e:
+            ran["error"] = f"the gate could not run the saved model: {e}"
+
+    keep: dict[int, bytes] = {}
     try:
-        with running_api(ctx) as api:
-            load = run_load("127.0.0.1", api.port, "/predict", bodies, rate=params.rate,
+        with running_api(ctx, while_starting=prepare) as api:
+            if "error" in ran:
+                return result("failed", ran["error"])
+            load = run_load("127.0.0.1", api.port, "/predict", ran["bodies"], rate=params.rate,
                             duration_s=params.duration_s, warmup_s=params.warmup_s,
-                            connections=params.connections)
+                            connections=params.connections, keep=keep,
+                            keep_every=params.check_every)
     except ApiDown as e:
         return result("failed", str(e))
-    ev = {**load.evidence(), "p95_limit_ms": params.p95_ms,
-          "min_rate": params.rate * params.min_rate_fraction, "warmup_s": params.warmup_s}
+    served = _served_under_load(ran, keep, meta, params.tol)
+    ev = {**load.evidence(), "p95_limit_ms": params.p95_ms, "distinct_requests": n,
+          "min_rate": params.rate * params.min_rate_fraction, "warmup_s": params.warmup_s,
+          **served}
     summary = (f"{load.achieved_rps:.0f} req/s achieved of {params.rate:.0f} offered, p50 "
                f"{load.p50_ms:.1f} ms, p95 {load.p95_ms:.1f} ms, p99 {load.p99_ms:.1f} ms, "
                f"errors {load.errors}/{load.sent}")
@@ -308,6 +340,39 @@ def api_load(ctx: CheckContext, params: ApiLoadParams) -> CheckResult:
         problems.append(f"p95 not under {params.p95_ms:.0f} ms")
     if load.error_rate > params.max_error_rate:
         problems.append(f"error rate {load.error_rate:.2%} above {params.max_error_rate:.2%}")
+    if served["answers_disagreeing"]:
+        problems.append(f"{served['answers_disagreeing']} of {served['answers_compared']} "
+                        f"sampled answers disagree with the saved model")
     if problems:
         return result("failed", f"{summary}: {'; '.join(problems)}", **ev)
-    return result("passed", summary, **ev)
+    return result("passed", f"{summary}; {served['answers_compared']} sampled answers agree "
+                  f"with the saved model", **ev)
+
+
+def _served_under_load(ran: dict[str, Any], keep: dict[int, bytes], meta: dict[str, Any],
+                       tol: float) -> dict[str, int]:
+    """Compare the kept responses with the model's outputs on the same rows."""
+    out = ran["model"]
+    model_out = out["results"][0]
+    regression = meta.get("problem_type") == "regression"
+    classes = None if regression else [label(c) for c in (out.get("classes") or [])]
+    rows, pred, proba = [], [], []
+    for j, i in enumerate(ran["sampled"]):
+        try:
+            answer = json.loads(keep[i])
+            p = answer["predictions"][0]
+            q = (answer.get("probabilities") or [None])[0]
+        except (KeyError, ValueError, TypeError, IndexError):
+            continue  # not answered (an error the load test counts) or not JSON
+        rows.append(j)
+        pred.append(p)
+        proba.append(q)
+    subset = {"predictions": [model_out["predictions"][j] for j in rows]}
+    api_proba = None
+    if classes and model_out.get("probabilities") is not None:
+        subset["probabilities"] = [model_out["probabilities"][j] for j in rows]
+        api_proba = _probabilities(proba, len(rows), classes)
+    if not rows:
+        return {"answers_compared": 0, "answers_disagreeing": 0}
+    cmp = _compare(subset, pred, api_proba, classes, tol)
+    return {"answers_compared": len(rows), "answers_disagreeing": cmp.agree.count(False)}
