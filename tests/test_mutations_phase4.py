@@ -404,3 +404,9 @@ def test_api_answering_a_constant_when_busy(mutant: Mutant) -> None:
     mutant.replace(MAIN, anchor, BUSY + anchor)
     r = _short_load(mutant)
     assert "disagree with the saved model" in r.message, r.message
+
+
+def test_command_port_not_the_exposed_one(mutant: Mutant) -> None:
+    """The image serves on 8080 while EXPOSE, the Service and the probes say 8000."""
+    mutant.replace(DOCKERFILE, '"--port", "8000"', '"--port", "8080"')
+    mutant.assert_caught("phase4", "dockerfile-structure", "8080", "EXPOSE")

@@ -194,9 +194,12 @@ def dockerfile(ctx: CheckContext, params: DockerfileParams) -> CheckResult:
         if first in DOWNLOADERS and (slim or "python" in final.base) and not _installs(runs, first):
             problems.append(f"the HEALTHCHECK runs {first}, which {final.base} does not have and "
                             f"no RUN step installs")
+    argv = _command(final)
     if not final.expose:
         problems.append("no EXPOSE")
-    argv = _command(final)
+    elif argv and listen_port(argv, ["?"]) not in [*final.expose, "?"]:
+        problems.append(f"the command listens on port {listen_port(argv, ['?'])}, EXPOSE says "
+                        f"{', '.join(final.expose)}")
     host = bind_host(argv) if argv else None
     if not argv:
         problems.append("no CMD or ENTRYPOINT")
