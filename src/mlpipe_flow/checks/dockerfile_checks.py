@@ -461,7 +461,6 @@ def _requirement_lines(f: Path) -> list[str]:
 
 def dockerfile_serves(ctx: CheckContext, params: DockerfileServesParams) -> CheckResult:
     from mlpipe_flow.checks import api_probe
-    from mlpipe_flow.checks.artifacts import ProbeError, run_model
     from mlpipe_flow.checks.serving import http
     from mlpipe_flow.checks.serving_checks import _compare, _probabilities, label
 
@@ -496,16 +495,18 @@ def dockerfile_serves(ctx: CheckContext, params: DockerfileServesParams) -> Chec
     ev["app_files"] = ["/" + Path(r).relative_to(runner.root).as_posix() for r in read][:10]
 
     def prepare() -> None:  # while the image's command starts
-        with _deps_probe(ctx, reqs, sorted(external), str(ctx.workspace / params.model)) as deps:
-            try:
-                got["probe"] = probe = api_probe.build(ctx.workspace / "data" / "splits",
-                                                       features, params.rows, 0, 0)
-                dtypes = {c: ("number" if c in probe.numeric else "text") for c in features}
-                got["model"] = run_model(ctx, params.model, features, dtypes,
-                                         [{"op": "predict", "frame": probe.frame, "proba": True}])
-            except (OSError, ValueError, KeyError, ProbeError) as e:
-                got["error"] = f"the gate could not run the saved model: {e}"
-            got["deps"] = deps()
+        try:
+            got["probe"] = probe = api_probe.build(ctx.workspace / "data" / "splits", features,
+                                                   params.rows, 0, 0)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            got["error"] = f"cannot make probe rows from the splits: {e}"
+            return
+        dtypes = {c: ("number" if c in probe.numeric else "text") for c in features}
+        with _deps_probe(ctx, reqs, sorted(external), str(ctx.workspace / params.model),
+                         features, dtypes, probe.frame) as deps:
+            got["deps"], got["model"] = deps()
+        if got["model"] is None:
+            got["error"] = f"the gate could not run the saved model: {got['deps']['summary']}"
 
     log = ctx.scratch / "image-command.log"
     health_up: tuple[int | None, str] = (None, "")
@@ -609,34 +610,42 @@ def _healthcheck(runner: Runner, params: DockerfileServesParams) -> tuple[int | 
 
 
 @contextmanager
-def _deps_probe(ctx: CheckContext, reqs: list[str], imports: list[str],
-                model: str) -> Iterator[Callable[[], dict[str, Any]]]:
-    """Start `image_deps_probe.py` in the workspace's interpreter; the yielded function waits
-    for it and says which of the API's and the model's imports the requirements do not
-    provide."""
+def _deps_probe(ctx: CheckContext, reqs: list[str], imports: list[str], model: str,
+                features: list[str], dtypes: dict[str, str], frame: Any,
+                ) -> Iterator[Callable[[], tuple[dict[str, Any], dict[str, Any] | None]]]:
+    """Start `image_deps_probe.py` in the workspace's interpreter (it loads the model once: the
+    packages its pickle names, and its outputs on `frame` through model_probe's own `predict`);
+    the yielded function waits for it and returns (which of the API's and the model's imports
+    the requirements do not provide, the model's outputs or None)."""
     assert ctx.scratch is not None
     folder = Path(tempfile.mkdtemp(prefix="deps-", dir=ctx.scratch))
     req, resp = folder / "request.json", folder / "response.json"
-    req.write_text(json.dumps({"requirements": reqs, "imports": imports, "model": model}))
+    rows = folder / "rows.csv"
+    frame[[c for c in features if c in frame.columns]].to_csv(rows, index=False)
+    req.write_text(json.dumps({"requirements": reqs, "imports": imports, "model": model,
+                               "features": features, "dtypes": dtypes,
+                               "ops": [{"op": "predict", "rows": str(rows), "proba": True}]}))
     env = proc.scrubbed_env(extra={"PYTHONPATH": str(ctx.workspace), "PYTHONDONTWRITEBYTECODE": "1"})
     script = Path(__file__).with_name("image_deps_probe.py")
     with proc.start_server([ctx.python, str(script), str(req), str(resp)], cwd=ctx.workspace,
                            log_path=folder / "log.txt", env=env) as server:
-        def wait() -> dict[str, Any]:
+        def wait() -> tuple[dict[str, Any], dict[str, Any] | None]:
             try:
                 server.proc.wait(timeout=min(120.0, ctx.timeout_s))
             except subprocess.TimeoutExpired:
-                return {"summary": "not measured: the dependency probe did not finish"}
-            return _missing(resp, reqs, imports, server.log_tail(2))
+                return {"summary": "not measured: the dependency probe did not finish"}, None
+            try:
+                out = json.loads(resp.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                out = {"error": f"the probe failed: {' | '.join(server.log_tail(2))}"}
+            model = {"classes": out.get("classes"), "results": out["results"]} \
+                if "results" in out else None
+            return _missing(out, reqs, imports), model
 
         yield wait
 
 
-def _missing(resp: Path, reqs: list[str], imports: list[str], log: list[str]) -> dict[str, Any]:
-    try:
-        out = json.loads(resp.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"summary": f"not measured: the dependency probe failed: {' | '.join(log)}"}
+def _missing(out: dict[str, Any], reqs: list[str], imports: list[str]) -> dict[str, Any]:
     if "error" in out:
         return {"summary": f"not measured: {out['error']}"}
     closure = set(out["closure"])

@@ -5,11 +5,15 @@ imports nothing of mlpipe.
     python image_deps_probe.py REQUEST.json RESPONSE.json
 
 Request: {"requirements": ["fastapi==0.110", "uvicorn[standard]", ...],
-          "imports": ["fastapi", "numpy", ...], "model": "/path/model.joblib" | null}
+          "imports": ["fastapi", "numpy", ...], "model": "/path/model.joblib" | null,
+          "features": [...], "dtypes": {...}, "ops": [model_probe operations]}
 Response: {"closure": [normalised distribution names the requirements pull in, transitively],
            "unknown": [requirements not installed here, so their dependencies are unknown],
            "imports": {module: [distributions providing it]} (the API's and the model's),
-           "model_modules": [top-level modules imported while unpickling the model]}
+           "model_modules": [top-level packages of the classes the model's pickle names],
+           "classes": [...], "results": [model_probe results of "ops" on the same model]}
+The model is loaded once, for both; "ops" run through model_probe.py's own functions (beside
+this file), so rows are read exactly as every other check reads them.
 """
 
 from __future__ import annotations
@@ -82,10 +86,10 @@ def closure(requirements: list[str]) -> tuple[set[str], list[str]]:
     return seen, unknown
 
 
-def model_modules(path: str | None) -> list[str]:
-    """The top-level packages of every class the model's pickle names (its GLOBALs)."""
+def load_model(path: str | None) -> tuple[Any, list[str]]:
+    """The model, and the top-level packages of every class its pickle names (its GLOBALs)."""
     if not path:
-        return []
+        return None, []
     import joblib
     from joblib import numpy_pickle
 
@@ -99,10 +103,10 @@ def model_modules(path: str | None) -> list[str]:
 
     unpickler.find_class = find_class  # type: ignore[method-assign]
     try:
-        joblib.load(path)
+        model = joblib.load(path)
     finally:
         unpickler.find_class = original  # type: ignore[method-assign]
-    return sorted(found)
+    return model, sorted(found)
 
 
 def main(argv: list[str]) -> int:
@@ -111,11 +115,18 @@ def main(argv: list[str]) -> int:
     try:
         found, unknown = closure(list(req.get("requirements") or []))
         provided = metadata.packages_distributions()
-        from_model = model_modules(req.get("model"))
+        model, from_model = load_model(req.get("model"))
         wanted = set(req.get("imports") or []) | set(from_model)
         out = {"closure": sorted(found), "unknown": unknown,
                "imports": {m: sorted({norm(d) for d in provided.get(m, [])}) for m in wanted},
                "model_modules": from_model}
+        if model is not None and req.get("ops"):
+            sys.path.insert(0, str(Path(__file__).parent))
+            import model_probe
+
+            classes = getattr(model, "classes_", None)
+            out["classes"] = model_probe.jsonable(classes) if classes is not None else None
+            out["results"] = [model_probe.OPS[op["op"]](model, req, op) for op in req["ops"]]
     except Exception as e:  # noqa: BLE001 - reported as data
         out = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]}
     Path(argv[1]).write_text(json.dumps(out), encoding="utf-8")
