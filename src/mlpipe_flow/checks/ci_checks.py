@@ -108,7 +108,7 @@ def commands(script: str) -> list[Command]:
                 words = words[1:]
             if words:
                 out.append(Command(words, swallowed))
-            i += 2
+            i += 4 if swallowed else 2  # `|| true` itself is not a command of interest
     return out
 
 

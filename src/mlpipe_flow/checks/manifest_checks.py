@@ -121,7 +121,7 @@ def _schema_problems(docs: list[tuple[str, dict[str, Any]]], version: str) -> li
 def _image_port(ctx: CheckContext, path: str) -> str | None:
     """The port the image's command listens on (None: no readable Dockerfile)."""
     from mlpipe_flow.checks.dockerfile_build import BuildError, parse
-    from mlpipe_flow.checks.dockerfile_checks import listen_port
+    from mlpipe_flow.checks.image_run import listen_port
 
     p = ctx.workspace / path
     if not p.is_file():
@@ -242,7 +242,7 @@ def k8s_manifests(ctx: CheckContext, params: K8sParams) -> CheckResult:
             for c in containers:
                 port = image_port
                 if c.get("command") or c.get("args"):
-                    from mlpipe_flow.checks.dockerfile_checks import listen_port
+                    from mlpipe_flow.checks.image_run import listen_port
 
                     port = listen_port([str(w) for w in (c.get("command") or []) +
                                         (c.get("args") or [])], [port] if port else [])
