@@ -410,3 +410,20 @@ def test_command_port_not_the_exposed_one(mutant: Mutant) -> None:
     """The image serves on 8080 while EXPOSE, the Service and the probes say 8000."""
     mutant.replace(DOCKERFILE, '"--port", "8000"', '"--port", "8080"')
     mutant.assert_caught("phase4", "dockerfile-structure", "8080", "EXPOSE")
+
+
+def test_requirements_not_pinning_the_models_library(mutant: Mutant) -> None:
+    """scikit-learn unpinned: the image may load the pickle with another version."""
+    rel = "deployment/docker/requirements.txt"
+    mutant.write(rel, "".join(("scikit-learn>=1.3" if line.startswith("scikit-learn") else line)
+                              + "\n" for line in mutant.text(rel).splitlines()))
+    mutant.assert_caught("phase4", "dockerfile-serves", "pin", "scikit-learn")
+
+
+def test_recreate_strategy_and_a_privileged_container(mutant: Mutant) -> None:
+    def unsafe(d: dict[str, Any]) -> None:
+        d["spec"]["strategy"] = {"type": "Recreate"}
+        _container(d)["securityContext"] = {"privileged": True, "runAsUser": 0}
+        d["spec"]["template"]["spec"].pop("securityContext", None)
+    mutant.edit_yaml("deployment/k8s/production/deployment.yaml", unsafe)
+    mutant.assert_caught("phase4", "k8s-structure", "Recreate", "privileged")

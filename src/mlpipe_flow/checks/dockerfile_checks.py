@@ -255,6 +255,9 @@ def dockerfile_serves(ctx: CheckContext, params: DockerfileServesParams) -> Chec
     elif deps.get("missing"):
         problems.append(f"the image's pip install does not provide {', '.join(deps['missing'])} "
                         f"(imported by the API or the model)")
+    elif deps.get("unpinned"):
+        problems.append(f"the image does not pin the model's packages to the versions that "
+                        f"trained it: {', '.join(deps['unpinned'])}")
     if problems:
         return result("failed", "; ".join(problems), **ev)
     return result("passed", f"the image's command serves /health and /predict (agrees with the "

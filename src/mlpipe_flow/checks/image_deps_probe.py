@@ -11,6 +11,7 @@ Response: {"closure": [normalised distribution names the requirements pull in, t
            "unknown": [requirements not installed here, so their dependencies are unknown],
            "imports": {module: [distributions providing it]} (the API's and the model's),
            "model_modules": [top-level packages of the classes the model's pickle names],
+           "versions": {distribution of such a package: its installed version},
            "classes": [...], "results": [model_probe results of "ops" on the same model]}
 The model is loaded once, for both; "ops" run through model_probe.py's own functions (beside
 this file), so rows are read exactly as every other check reads them.
@@ -109,6 +110,13 @@ def load_model(path: str | None) -> tuple[Any, list[str]]:
     return model, sorted(found)
 
 
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def main(argv: list[str]) -> int:
     req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     out: dict[str, Any] = {}
@@ -117,9 +125,10 @@ def main(argv: list[str]) -> int:
         provided = metadata.packages_distributions()
         model, from_model = load_model(req.get("model"))
         wanted = set(req.get("imports") or []) | set(from_model)
-        out = {"closure": sorted(found), "unknown": unknown,
-               "imports": {m: sorted({norm(d) for d in provided.get(m, [])}) for m in wanted},
-               "model_modules": from_model}
+        dists = {m: sorted({norm(d) for d in provided.get(m, [])}) for m in wanted}
+        out = {"closure": sorted(found), "unknown": unknown, "imports": dists,
+               "model_modules": from_model,
+               "versions": {d: _version(d) for m in from_model for d in dists.get(m, [])}}
         if model is not None and req.get("ops"):
             sys.path.insert(0, str(Path(__file__).parent))
             import model_probe

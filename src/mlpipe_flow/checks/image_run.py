@@ -435,4 +435,25 @@ def _missing(out: dict[str, Any], reqs: list[str], imports: list[str]) -> dict[s
     return {"summary": f"{len(reqs)} requirement(s), {len(closure)} distribution(s) with their "
                        f"dependencies; {len(imports)} third-party import(s) of the API and "
                        f"{len(model_needs)} package(s) the model's pickle names checked",
-            "missing": missing}
+            "missing": missing, "unpinned": _unpinned(reqs, out.get("versions") or {})}
+
+
+PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*==\s*([^\s;,#]+)")
+ARRAYS = {"numpy", "scipy", "pandas"}  # their pickles load across versions; the model's own do not
+
+
+def _unpinned(reqs: list[str], versions: dict[str, str | None]) -> list[str]:
+    """The model's own packages (e.g. scikit-learn) not pinned to the version that trained it:
+    a pickle is loaded by the version that wrote it."""
+    pins = {}
+    for r in reqs:
+        m = PIN.match(r)
+        if m:
+            pins[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    out = []
+    for dist, version in sorted(versions.items()):
+        if dist in ARRAYS or version is None:
+            continue
+        if pins.get(dist) != version:
+            out.append(f"{dist}=={version}" + (f" (pinned {pins[dist]})" if dist in pins else ""))
+    return out

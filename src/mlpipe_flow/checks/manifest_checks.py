@@ -206,6 +206,24 @@ def _container_problems(name: str, c: dict[str, Any], params: K8sParams,
                       "cname": cname}
 
 
+def _privilege_problems(name: str, pod: dict[str, Any]) -> list[str]:
+    """Privileged containers, privilege escalation, running as root (pod or container)."""
+    out = []
+    pod_ctx = pod.get("securityContext") or {}
+    for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+        if not isinstance(c, dict):
+            continue
+        sc = {**pod_ctx, **(c.get("securityContext") or {})}
+        cname = f"{name}: container {c.get('name')}"
+        if sc.get("privileged") is True:
+            out.append(f"{cname} is privileged")
+        if sc.get("allowPrivilegeEscalation") is True:
+            out.append(f"{cname} allows privilege escalation")
+        if sc.get("runAsUser") == 0 or sc.get("runAsNonRoot") is False:
+            out.append(f"{cname} runs as root")
+    return out
+
+
 def _selects(selector: dict[str, Any], labels: dict[str, Any]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -236,6 +254,10 @@ def k8s_manifests(ctx: CheckContext, params: K8sParams) -> CheckResult:
                 problems.append(f"{name}: selector {selector} does not match the pod labels "
                                 f"{labels}")
             pod = template.get("spec") or {}
+            strategy = (spec.get("strategy") or {}).get("type", "RollingUpdate")
+            if strategy != "RollingUpdate":
+                problems.append(f"{name}: strategy {strategy}, not a rolling update")
+            problems += _privilege_problems(name, pod)
             containers = [c for c in pod.get("containers") or [] if isinstance(c, dict)]
             if not containers:
                 problems.append(f"{name}: no containers")
