@@ -292,8 +292,12 @@ def looks_secret(value: str) -> bool:
     v = value.strip()
     if PLACEHOLDER.match(v) or len(v) < 6:
         return False
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", v) and not re.search(r"\d", v):
-        return _entropy(v) >= 3.5 and len(v) >= 16  # a word, a dotted name: only if long+random
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^@\s]*$", v) or v.startswith(("/", "./", "../")):
+        return False  # a URL without credentials, a path
+    if re.fullmatch(r"[a-z]+(?:[-_.][a-z]+)*", v):
+        return False  # a name made of lowercase words (model-api-secrets, mlflow.tracking)
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", v) and not re.search(r"\d", v):
+        return _entropy(v) >= 3.7 and len(v) >= 20  # words, dotted names: only if long+random
     return True
 
 
