@@ -62,6 +62,13 @@ def test_api_ignoring_a_feature(mutant: Mutant) -> None:
     mutant.assert_caught("phase4", "api-serves", "disagrees", "payment_method")
 
 
+def test_api_imputing_missing_values_its_own_way(mutant: Mutant) -> None:
+    """Nulls become 0 before the model sees them (the pipeline's imputer would use the median):
+    caught on the rows where the gate sends null for a feature train has missing."""
+    mutant.replace(MAIN, "np.nan if v is None else v", "0.0 if v is None else v")
+    mutant.assert_caught("phase4", "api-serves", "disagrees")
+
+
 def test_api_distorting_probabilities(mutant: Mutant) -> None:
     """Labels kept, probabilities sharpened: a label-only comparison would pass it."""
     sharpen = "    proba = proba ** 1.2 / (proba ** 1.2).sum(axis=1, keepdims=True)\n"

@@ -7,7 +7,8 @@ from the splits with a fresh random seed.
   values the splits show: an API that answers known rows from a lookup table fails on them;
 - `vary:<feature>`: a few rows with one feature at a time set to values across its observed
   range (quantiles, or the most frequent categories): an API that ignores a feature, or handles
-  it differently from the model, fails on them wherever the model's output depends on it.
+  it differently from the model, fails on them wherever the model's output depends on it; a
+  feature that is missing in train is also sent as null (the model imputes it).
 
 The frame holds the feature columns only, typed as the splits read with pandas defaults; the
 same rows go to the saved model (through `artifacts.run_model`) and to the API (as JSON).
@@ -184,6 +185,8 @@ def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_row
             if rest:  # one rarer category too, chosen at gate time
                 top.append(rest[int(rng.integers(len(rest)))])
             values = top
+        if c in seen.columns and seen[c].isna().any():
+            values = [*values, None]  # missing where train has it missing: the model imputes
         for i in pick:
             row = base.iloc[[i]]
             for v in values:
