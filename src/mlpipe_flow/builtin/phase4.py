@@ -4,6 +4,7 @@ A/B testing, the deployment guide and the API tests."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from mlpipe_flow.builtin.workspace_io import (
 )
 
 APP = "model-api"
+IMAGE = f"registry.example.com/{APP}"
 REQUIREMENTS = ["scikit-learn", "pandas", "joblib", "fastapi", "uvicorn[standard]",
                 "prometheus-client", "pydantic>=2"]
 
@@ -36,8 +38,9 @@ def _pinned(names: list[str]) -> list[str]:
     return out
 
 
-def deployment(env: str, replicas: int, cpu: tuple[str, str], mem: tuple[str, str]) -> dict[str, Any]:
-    probe = {"httpGet": {"path": "/health", "port": 8000}, "periodSeconds": 10,
+def deployment(env: str, replicas: int, cpu: tuple[str, str], mem: tuple[str, str],
+               tag: str) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
              "timeoutSeconds": 2, "failureThreshold": 3}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -55,7 +58,7 @@ def deployment(env: str, replicas: int, cpu: tuple[str, str], mem: tuple[str, st
                 "spec": {
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
                     "containers": [{
-                        "name": APP, "image": f"registry.example.com/{APP}:VERSION",
+                        "name": APP, "image": f"{IMAGE}:{tag}",
                         "ports": [{"containerPort": 8000, "name": "http"}],
                         "resources": {"requests": {"cpu": cpu[0], "memory": mem[0]},
                                       "limits": {"cpu": cpu[1], "memory": mem[1]}},
@@ -89,6 +92,21 @@ def hpa(env: str) -> dict[str, Any]:
 
 
 def ci_workflow(python: str) -> str:
+    """Tests -> model validation -> image build and push -> staging -> production (behind the
+    `production` environment's manual approval); a failed rollout is undone."""
+    sha = "${{ github.sha }}"
+    deploy_steps = """      - uses: actions/checkout@v4
+      - name: Deploy the manifests and the image built for this commit
+        run: |
+          kubectl apply -f deployment/k8s/{env}/
+          kubectl -n {env} set image deployment/model-api model-api={image}:{sha}
+          kubectl -n {env} rollout status deployment/model-api --timeout=300s
+      - name: Roll back a failed rollout
+        if: failure()
+        run: kubectl -n {env} rollout undo deployment/model-api
+"""
+    staging = deploy_steps.format(env="staging", image=IMAGE, sha=sha)
+    production = deploy_steps.format(env="production", image=IMAGE, sha=sha)
     return f"""name: model-api
 on:
   push:
@@ -120,27 +138,35 @@ jobs:
       - name: Re-score the model on the hold-out split
         run: python deployment/validate_model.py --min-ratio 0.98
 
-  deploy-staging:
+  build:
     needs: validate-model
     if: github.ref == 'refs/heads/main'
     runs-on: ubuntu-latest
-    environment: staging
     steps:
       - uses: actions/checkout@v4
-      - run: >-
-          docker build -f deployment/docker/Dockerfile
-          -t registry.example.com/model-api:${{{{ github.sha }}}} .
-      - run: kubectl apply -f deployment/k8s/staging/
+      - name: Build the image (build context = the repository root)
+        run: docker build -f deployment/docker/Dockerfile -t {IMAGE}:{sha} .
+      - name: Push it
+        run: docker push {IMAGE}:{sha}
 
+  deploy-staging:
+    needs: build
+    runs-on: ubuntu-latest
+    environment: staging
+    steps:
+{staging}
   deploy-production:
     needs: deploy-staging
     runs-on: ubuntu-latest
     # the "production" environment requires a manual approval (set in the repository settings)
     environment: production
     steps:
-      - uses: actions/checkout@v4
-      - run: kubectl apply -f deployment/k8s/production/
-"""
+{production}"""
+
+
+def image_tag(meta: dict[str, Any]) -> str:
+    """The manifests pin the image to the model version (CI sets the commit's image)."""
+    return "v" + re.sub(r"[^A-Za-z0-9_.-]", "-", str(meta["version"]))[:100]
 
 
 def run(task: BuiltinTask) -> None:
@@ -157,7 +183,8 @@ def run(task: BuiltinTask) -> None:
     for env, replicas, cpu, mem in (("staging", 3, ("250m", "1"), ("256Mi", "1Gi")),
                                     ("production", 3, ("500m", "1"), ("512Mi", "1Gi"))):
         folder = ws / "deployment" / "k8s" / env
-        write_yaml(folder / "deployment.yaml", [deployment(env, replicas, cpu, mem)])
+        write_yaml(folder / "deployment.yaml",
+                   [deployment(env, replicas, cpu, mem, image_tag(meta))])
         write_yaml(folder / "service.yaml", [service(env)])
         write_yaml(folder / "hpa.yaml", [hpa(env)])
     write_text(ws / ".github" / "workflows" / "model-api.yml", ci_workflow("3.11"))

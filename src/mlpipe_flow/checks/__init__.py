@@ -15,10 +15,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from mlpipe_flow.checks import (
+    ab_checks,
     canary_checks,
+    ci_checks,
     ct_checks,
     dag_checks,
     data_checks,
+    doc_checks,
+    dockerfile_checks,
     files,
     manifest_checks,
     model_checks,
@@ -77,10 +81,21 @@ CHECKS: dict[str, CheckKind] = {
                             "the API starts, /predict agrees with the saved model, bad input 422"),
     "api_load": CheckKind(serving_checks.ApiLoadParams, serving_checks.api_load,
                           "the API holds an open-loop load within its latency objective"),
-    "dockerfile": CheckKind(manifest_checks.DockerfileParams, manifest_checks.dockerfile,
-                            "Dockerfile: pinned slim base, non-root user, healthcheck"),
+    "dockerfile": CheckKind(dockerfile_checks.DockerfileParams, dockerfile_checks.dockerfile,
+                            "Dockerfile: pinned slim base, non-root user, healthcheck; its "
+                            "COPY sources exist in the build context"),
+    "dockerfile_serves": CheckKind(dockerfile_checks.DockerfileServesParams,
+                                   dockerfile_checks.dockerfile_serves,
+                                   "the image's files assembled, its command serves the model, "
+                                   "its HEALTHCHECK tracks the API"),
     "k8s_manifests": CheckKind(manifest_checks.K8sParams, manifest_checks.k8s_manifests,
                                "Kubernetes manifests: kinds, resources, probes, HPA bounds"),
+    "ab_drill": CheckKind(ab_checks.AbDrillParams, ab_checks.ab_drill,
+                          "A/B assignment, significance and rollback drilled on gate-made data"),
+    "deployment_guide": CheckKind(doc_checks.DeploymentGuideParams, doc_checks.deployment_guide,
+                                  "the deployment guide covers run, build, deploy, roll back"),
+    "ci_workflow": CheckKind(ci_checks.CiWorkflowParams, ci_checks.ci_workflow,
+                             "CI workflows validate; jobs run pytest, build the image, deploy"),
     "bandit": CheckKind(security_checks.BanditParams, security_checks.bandit,
                         "bandit finds no high-severity issue in the generated code"),
     "secrets": CheckKind(security_checks.SecretsParams, security_checks.secrets,

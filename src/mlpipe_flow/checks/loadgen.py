@@ -55,7 +55,7 @@ def _request_bytes(host: str, port: int, method: str, path: str, body: bytes | N
     return head.encode() + b"\r\n" + (body or b"")
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
@@ -68,20 +68,22 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
             length = int(value.strip())
         elif lname == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+    body = b""
     if length is not None:
-        await reader.readexactly(length)
+        body = await reader.readexactly(length)
     elif chunked:
         while True:
             size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
-            await reader.readexactly(size + 2)
+            body += (await reader.readexactly(size + 2))[:size]
             if size == 0:
                 break
-    return status
+    return status, body
 
 
 async def _load(host: str, port: int, path: str, bodies: Sequence[bytes | None], rate: float,
                 duration_s: float, warmup_s: float, connections: int, timeout_s: float,
-                method: str) -> LoadResult:
+                method: str, keep: dict[int, bytes] | None = None,
+                keep_every: int = 0) -> LoadResult:
     reqs = [_request_bytes(host, port, method, path, b) for b in bodies] or [
         _request_bytes(host, port, method, path, None)]
     total = int((warmup_s + duration_s) * rate)
@@ -120,8 +122,10 @@ async def _load(host: str, port: int, path: str, bodies: Sequence[bytes | None],
                     conn = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
                 reader, writer = conn
                 writer.write(reqs[i % len(reqs)])
-                status = await asyncio.wait_for(_read_response(reader), timeout_s)
+                status, body = await asyncio.wait_for(_read_response(reader), timeout_s)
                 record(intended, 200 <= status < 300, f"HTTP {status}")
+                if keep is not None and keep_every and i % keep_every == 0:
+                    keep[i] = body
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                     asyncio.TimeoutError, ValueError, IndexError) as e:
                 record(intended, False, f"{type(e).__name__}: {e}"[:120])
@@ -163,8 +167,11 @@ async def _load(host: str, port: int, path: str, bodies: Sequence[bytes | None],
 
 def run_load(host: str, port: int, path: str, bodies: Sequence[bytes | None], *, rate: float,
              duration_s: float, warmup_s: float = 2.0, connections: int = 64,
-             timeout_s: float = 10.0, method: str = "POST") -> LoadResult:
-    """Drive `rate` requests per second at host:port for warm-up + duration; measure after warm-up."""
+             timeout_s: float = 10.0, method: str = "POST", keep: dict[int, bytes] | None = None,
+             keep_every: int = 0) -> LoadResult:
+    """Drive `rate` requests per second at host:port for warm-up + duration; measure after
+    warm-up. With `keep` and `keep_every`, the body answering request i (bodies[i % n]) is kept
+    in keep[i] for every i divisible by keep_every: a sample to check what was served."""
     runner: Any = asyncio.run
     try:
         import uvloop
@@ -173,4 +180,4 @@ def run_load(host: str, port: int, path: str, bodies: Sequence[bytes | None], *,
     except ImportError:
         pass
     return runner(_load(host, port, path, bodies, rate, duration_s, warmup_s, connections,
-                        timeout_s, method))
+                        timeout_s, method, keep, keep_every))

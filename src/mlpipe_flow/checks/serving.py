@@ -6,7 +6,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +44,11 @@ def http(method: str, url: str, body: bytes | None = None,
 
 
 @contextmanager
-def running_api(ctx: CheckContext, startup_s: float = 90.0,
-                env: dict[str, str] | None = None) -> Iterator[RunningApi]:
+def running_api(ctx: CheckContext, startup_s: float = 90.0, env: dict[str, str] | None = None,
+                while_starting: Callable[[], object] | None = None) -> Iterator[RunningApi]:
+    """The workspace's API on a free port, up once /health answered 200. `while_starting` runs
+    right after the server process started, before waiting for /health (work that can overlap
+    the API's start-up, e.g. running the saved model in another process)."""
     if not (ctx.workspace / "deployment" / "api" / "main.py").is_file():
         raise ApiDown("deployment/api/main.py does not exist")
     port = proc.free_port()
@@ -55,6 +58,8 @@ def running_api(ctx: CheckContext, startup_s: float = 90.0,
                                         "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
     log = ctx.workspace / ".mlpipe" / "gate-logs" / f"api-{port}.log"
     with proc.start_server(argv, cwd=ctx.workspace, log_path=log, env=full_env) as server:
+        if while_starting is not None:
+            while_starting()
         deadline = time.monotonic() + startup_s
         last = "no answer"
         while True:
