@@ -86,12 +86,20 @@ CHECKS: dict[str, CheckKind] = {
                          "no secret-like strings in the workspace"),
     "metrics_exposed": CheckKind(monitoring_checks.MetricsExposedParams,
                                  monitoring_checks.metrics_exposed,
-                                 "every metric used by dashboards and alerts is exposed live"),
+                                 "metrics read by dashboards and alerts have samples and move "
+                                 "under traffic"),
     "prometheus_rules": CheckKind(monitoring_checks.PromRulesParams,
                                   monitoring_checks.prometheus_rules,
-                                  "Prometheus config and rules validate; rule tests pass"),
+                                  "promtool validates config and rules; every alert fires in the "
+                                  "gate's drill, none on healthy traffic"),
     "drift_drill": CheckKind(monitoring_checks.DriftDrillParams, monitoring_checks.drift_drill,
-                             "the drift detector flags an injected shift, quiet on clean data"),
+                             "the drift detector flags and names single-feature shifts, quiet on "
+                             "clean samples"),
+    "grafana_dashboards": CheckKind(monitoring_checks.DashboardParams,
+                                    monitoring_checks.grafana_dashboards,
+                                    "dashboards have panels with valid PromQL covering the API and model"),
+    "runbook": CheckKind(monitoring_checks.RunbookParams, monitoring_checks.runbook,
+                         "the on-call runbook has an entry with steps for every alert"),
     "dag_parses": CheckKind(dag_checks.CtDagParams, dag_checks.dag_parses,
                             "the retraining DAG parses with a schedule and ordered tasks"),
     "retrain_drill": CheckKind(ct_checks.RetrainDrillParams, ct_checks.retrain_drill,

@@ -1,94 +1,118 @@
-"""Monitoring checks: dashboards and alerts use only metrics the live API exposes; Prometheus
-config and rules validate (promtool when installed) and their unit tests pass; the drift
-detector flags a shift the gate injects and stays quiet on clean data."""
+"""Monitoring checks (phase 5), each measured against the live API or a tool, not read:
+
+- `metrics_exposed`: every metric a dashboard or rule reads has samples on the live /metrics,
+  and the counters and histograms among them move under the gate's own traffic; the request
+  counter rises by the requests sent, its bad requests in series of their own;
+- `prometheus_rules`: promtool (required) accepts the config and rules, the agent's rule tests
+  pass, and the gate's alert drill (`alert_drill`) makes every alert fire in some stress
+  scenario and none on healthy traffic;
+- `grafana_dashboards`: dashboards with panels, each panel a PromQL query promtool accepts, the
+  panels covering request rate, latency, errors and the model;
+- `runbook`: the on-call runbook has an entry with real steps for every alert rule.
+
+The drift drill is in `drift_drill`.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow import proc
+from mlpipe_flow.checks import alert_drill
+from mlpipe_flow.checks.alert_drill import SCENARIO_KINDS, Observation
 from mlpipe_flow.checks.base import CheckContext, result
-from mlpipe_flow.checks.serving import ApiDown, http, running_api, test_records
+from mlpipe_flow.checks.drift_drill import DriftDrillParams, drift_drill
+from mlpipe_flow.checks.promtext import (
+    ERROR_NAME,
+    LATENCY_NAME,
+    MODEL_NAME,
+    PROMETHEUS_SERIES,
+    Rule,
+    Scrape,
+    dashboard_exprs,
+    dashboard_files,
+    dashboard_model,
+    duration_s,
+    grafana_to_promql,
+    panel_exprs,
+    panels,
+    parse_exposition,
+    promql_metrics,
+    read_rules,
+    rule_files,
+)
+from mlpipe_flow.checks.serving import ApiDown, RunningApi, http, running_api
 from mlpipe_flow.models import CheckResult
 
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
-                "or", "unless", "offset", "inf", "nan", "le", "atan2", "start", "end"}
-SUFFIXES = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
-            "summary": ["_sum", "_count", "_created"], "gauge": [], "untyped": [], "info": ["_info"]}
+MOVING = ("counter", "histogram", "summary")
+BAD_BODIES = (b'{"records": [{}]}', b'{"rows": "not records"}', b'{"records": [')
 
 
-def promql_metrics(expr: str) -> set[str]:
-    """Metric names an expression reads (not functions, keywords, labels or grouping labels)."""
-    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', "", expr)
-    s = re.sub(r"\{[^}]*\}", "", s)
-    s = re.sub(r"\[[^\]]*\]", "", s)
-    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
-    names = set()
-    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", s):
-        word = m.group(0)
-        rest = s[m.end():].lstrip()
-        if rest.startswith("(") or word.lower() in PROMQL_WORDS:
-            continue
-        if re.fullmatch(r"\d+[smhdwy]", word) or (m.start() > 0 and s[m.start() - 1].isdigit()):
-            continue
-        names.add(word)
-    return names
+# --- the live API under the gate's traffic --------------------------------------------------------
+def _scrape(api: RunningApi) -> Scrape:
+    status, body = http("GET", f"{api.base}/metrics")
+    if status != 200:
+        raise ApiDown(f"/metrics answered HTTP {status}")
+    return parse_exposition(body.decode("utf-8", errors="replace"))
 
 
-def exposed_metrics(text: str) -> set[str]:
-    names: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            parts = line.split()
-            if len(parts) >= 4:
-                base = parts[2]
-                names.add(base)
-                for suf in SUFFIXES.get(parts[3], []):
-                    names.add(base + suf)
-                    if base.endswith("_total"):
-                        names.add(base[:-6] + suf)
-        elif line and not line.startswith("#"):
-            names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
-    return names
+def observe(ctx: CheckContext, api: RunningApi, n_good: int) -> tuple[Observation, dict[str, Any]]:
+    """Scrape /metrics before the gate's traffic, after `n_good` valid single-record requests
+    (rows of the held-out splits the gate picks now) and after its bad requests (invalid
+    bodies and a request to a path that does not exist)."""
+    import pandas as pd
+
+    meta = json.loads((ctx.workspace / "artifacts" / "model_meta.json").read_text(encoding="utf-8"))
+    features = list(meta["feature_columns"])
+    splits = ctx.workspace / "data" / "splits"
+    pool = pd.concat([pd.read_csv(splits / f"{s}.csv") for s in ("test", "valid")
+                      if (splits / f"{s}.csv").is_file()], ignore_index=True)
+    rows = pool.sample(n=min(len(pool), n_good + 2), random_state=secrets.randbits(31),
+                       replace=len(pool) < n_good + 2)[features]
+    records = json.loads(rows.to_json(orient="records"))
+    statuses: dict[str, list[int]] = {"warm-up": [], "good": [], "bad": []}
+
+    def predict(rec: dict[str, Any]) -> int:
+        status, _ = http("POST", f"{api.base}/predict", json.dumps({"records": [rec]}).encode())
+        return status
+
+    for rec in records[:2]:
+        statuses["warm-up"].append(predict(rec))
+    before = _scrape(api)
+    for rec in records[2:]:
+        statuses["good"].append(predict(rec))
+    good = _scrape(api)
+    for body in BAD_BODIES:
+        statuses["bad"].append(http("POST", f"{api.base}/predict", body)[0])
+    missing_path = f"/mlpipe-gate-{secrets.token_hex(4)}"
+    statuses["bad"].append(http("GET", f"{api.base}{missing_path}")[0])
+    after = _scrape(api)
+    obs = Observation(before, good, after, n_good=len(statuses["good"]), n_bad=len(statuses["bad"]))
+    return obs, {"statuses": statuses, "missing_path": missing_path}
 
 
-def _exprs(obj: Any) -> list[str]:
-    if isinstance(obj, dict):
-        out = [v for k, v in obj.items() if k == "expr" and isinstance(v, str)]
-        for k, v in obj.items():
-            if k != "expr":
-                out += _exprs(v)
-        return out
-    if isinstance(obj, list):
-        return [e for item in obj for e in _exprs(item)]
-    return []
-
-
-def used_metrics(ws: Path, dashboards: str, rules: str) -> tuple[dict[str, set[str]], list[str]]:
-    import yaml
-
+def used_metrics(ws: Path, dashboards: str, rules_glob: str) -> tuple[dict[str, set[str]], list[str]]:
+    """{metric name: files reading it} over dashboards and rules, and unreadable files. Series a
+    recording rule makes and those Prometheus makes itself (`up`, ...) are not the API's."""
+    exprs, bad = dashboard_exprs(ws, dashboards)
+    rule_paths, _ = rule_files(ws, rules_glob)
+    rules, problems = read_rules(ws, rule_paths)
+    bad += problems
+    for r in rules:
+        exprs.setdefault(r.file, []).append(r.expr)
+    recorded = {r.name for r in rules if r.kind == "record"}
     used: dict[str, set[str]] = {}
-    bad: list[str] = []
-    for pattern, loader in ((dashboards, "json"), (rules, "yaml")):
-        for f in sorted(ws.glob(pattern)):
-            rel = f.relative_to(ws).as_posix()
-            if "test" in f.name and loader == "yaml":
-                continue
-            try:
-                text = f.read_text(encoding="utf-8")
-                docs = [json.loads(text)] if loader == "json" else list(yaml.safe_load_all(text))
-            except (ValueError, yaml.YAMLError) as e:
-                bad.append(f"{rel}: {str(e).splitlines()[0]}")
-                continue
-            for expr in _exprs(docs):
-                for name in promql_metrics(expr):
+    for rel, items in exprs.items():
+        for expr in items:
+            for name in promql_metrics(expr):
+                if name not in recorded and name not in PROMETHEUS_SERIES:
                     used.setdefault(name, set()).add(rel)
     return used, bad
 
@@ -97,188 +121,415 @@ class MetricsExposedParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dashboards: str = "monitoring/grafana/**/*.json"
     rules: str = "monitoring/alerts/**/*.y*ml"
-    predictions: int = Field(default=5, ge=1)
-    ignore: list[str] = Field(default_factory=lambda: ["up"],
-                              description="metrics Prometheus itself provides")
+    requests: int = Field(default=30, ge=5, description="valid requests the gate sends")
+    ignore: list[str] = Field(default_factory=list, description="metrics not from the API")
 
 
 def metrics_exposed(ctx: CheckContext, params: MetricsExposedParams) -> CheckResult:
     used, bad = used_metrics(ctx.workspace, params.dashboards, params.rules)
     if bad:
         return result("failed", f"unreadable file(s): {'; '.join(bad[:3])}")
+    used = {n: f for n, f in used.items() if n not in params.ignore}
     if not used:
-        return result("failed", f"no metric used in {params.dashboards} or {params.rules}")
+        return result("failed", f"no metric read by {params.dashboards} or {params.rules}")
     try:
-        _, records, _ = test_records(ctx, params.predictions)
         with running_api(ctx) as api:
-            for rec in records:
-                http("POST", f"{api.base}/predict", json.dumps({"records": [rec]}).encode())
-            status, body = http("GET", f"{api.base}/metrics")
+            obs, traffic = observe(ctx, api, params.requests)
     except ApiDown as e:
         return result("failed", str(e))
     except (OSError, ValueError, KeyError) as e:
-        return result("failed", f"cannot read the test split: {e}")
-    if status != 200:
-        return result("failed", f"/metrics answered HTTP {status}")
-    exposed = exposed_metrics(body.decode("utf-8", errors="replace"))
-    missing = {n: sorted(files) for n, files in used.items()
-               if n not in exposed and n not in params.ignore}
-    ev = {"used": sorted(used), "exposed": sorted(exposed)[:80], "missing": missing}
-    if missing:
-        return result("failed", f"{len(missing)} metric(s) used but not exposed by /metrics: " +
-                      "; ".join(f"{n} (in {', '.join(f)})" for n, f in list(missing.items())[:5]),
-                      **ev)
-    return result("passed", f"all {len(used)} metric(s) used by dashboards and alerts are exposed",
-                  **ev)
+        return result("error", f"cannot send the gate's traffic: {e}")
+    if any(s != 200 for s in traffic["statuses"]["good"]):
+        got = sorted(set(traffic["statuses"]["good"]))
+        return result("failed", f"valid /predict requests answered {got}", **traffic)
+    after, before = obs.after, obs.before
+    sent = obs.n_good + obs.n_bad
+    ev: dict[str, Any] = {"used": {n: sorted(f) for n, f in sorted(used.items())}, **traffic}
+    no_samples = {n: sorted(f) for n, f in used.items() if n not in after.names()}
+    if no_samples:
+        declared = [n for n in no_samples if after.family(n)[0] in after.types]
+        return result("failed", f"{len(no_samples)} metric(s) read by dashboards/alerts have no sample "
+                      "on /metrics" + (f" (declared by a # TYPE line only: {', '.join(declared[:3])})"
+                                       if declared else "") + ": " +
+                      "; ".join(f"{n} (in {', '.join(f)})" for n, f in list(no_samples.items())[:4]),
+                      missing=no_samples, exposed=sorted(after.names())[:80], **ev)
+    moves: dict[str, float] = {}
+    for name in used:
+        fam, kind = after.family(name)
+        if kind in MOVING:
+            moves[fam] = after.count(fam) - before.count(fam)
+    ev["rise"] = moves
+    still = [f for f, d in moves.items() if d <= 0]
+    if still:
+        return result("failed", f"{len(still)} counter/histogram(s) read by dashboards/alerts never moved "
+                      f"under {sent} requests (declared but not updated): {', '.join(still[:4])}", **ev)
+    # the request counter: rises by the requests sent (+ the gate's own scrapes at most)
+    found: list[dict[str, Any]] = []
+    for fam, rise in moves.items():
+        if not (sent <= rise <= sent + 2):
+            continue
+        names = {fam, fam + "_total"} if after.types.get(fam) == "counter" else {fam + "_count"}
+        bad_only = 0.0
+        for (name, labels), v in after.samples.items():
+            if name in names:
+                g = obs.good.samples.get((name, labels), 0.0) - before.samples.get((name, labels), 0.0)
+                if g == 0:
+                    bad_only += v - obs.good.samples.get((name, labels), 0.0)
+        found.append({"family": fam, "rise": rise, "bad_requests_in_own_series": bad_only})
+    found.sort(key=lambda c: (after.types.get(c["family"]) != "counter",
+                              float(c["bad_requests_in_own_series"]) < obs.n_bad))
+    ev["request_counter"] = found
+    if not found:
+        return result("failed", f"no counter read by dashboards/alerts rose by the {sent} requests "
+                      f"the gate sent ({obs.n_good} valid, {obs.n_bad} bad incl. a 404); rises: " +
+                      ", ".join(f"{f} +{d:g}" for f, d in list(moves.items())[:5]), **ev)
+    if not any(float(c["bad_requests_in_own_series"]) >= obs.n_bad for c in found):
+        return result("failed", f"the request counter ({found[0]['family']}) counts the gate's "
+                      f"{obs.n_bad} bad requests in the same series as good ones: errors cannot be "
+                      "told apart (label requests by status code)", **ev)
+    return result("passed", f"all {len(used)} metric(s) read by dashboards and alerts have samples; "
+                  f"{len(moves)} counter/histogram(s) moved under {sent} requests; "
+                  f"{found[0]['family']} rose by {found[0]['rise']:g}", **ev)
 
 
+# --- Prometheus config, rules and the alert drill ----------------------------------------------
 class PromRulesParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     config: str = "monitoring/prometheus/prometheus.yml"
     rules: str = "monitoring/alerts/**/*.y*ml"
     require_rule_tests: bool = True
+    drill: bool = True
+    requests: int = Field(default=30, ge=5)
+    healthy_share: float = Field(default=0.1, gt=0, le=1,
+                                 description="healthy traffic as a share of serving.throughput_rps")
+    default_throughput_rps: float = Field(default=100, gt=0)
+    default_p95_ms: float = Field(default=100, gt=0)
+    max_lookback_h: float = Field(default=26, gt=0)
+    require: list[str] = Field(default_factory=lambda: list(SCENARIO_KINDS),
+                               description="scenario kinds some alert must fire in")
 
 
-def _balanced(expr: str) -> bool:
-    depth = 0
-    pairs = {")": "(", "]": "[", "}": "{"}
-    stack: list[str] = []
-    for ch in re.sub(r'"(?:[^"\\]|\\.)*"', "", expr):
-        if ch in "([{":
-            stack.append(ch)
-        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
-            return False
-        depth = len(stack)
-    return depth == 0 and bool(expr.strip())
+def _promtool() -> str | None:
+    return shutil.which("promtool")
 
 
-def _structural(ws: Path, config: Path, rule_files: list[Path]) -> list[str]:
-    import yaml
-
-    problems = []
-    try:
-        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        return [f"{config.name}: invalid YAML: {str(e).splitlines()[0]}"]
-    jobs = (cfg or {}).get("scrape_configs") if isinstance(cfg, dict) else None
-    if not jobs or not all(isinstance(j, dict) and j.get("job_name") for j in jobs):
-        problems.append(f"{config.name}: scrape_configs missing or a job lacks job_name")
-    for f in rule_files:
-        rel = f.relative_to(ws).as_posix()
-        try:
-            doc = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            problems.append(f"{rel}: invalid YAML: {str(e).splitlines()[0]}")
-            continue
-        groups = doc.get("groups") if isinstance(doc, dict) else None
-        if not groups:
-            problems.append(f"{rel}: no groups")
-            continue
-        for g in groups:
-            for r in (g or {}).get("rules") or []:
-                if not (r.get("alert") or r.get("record")) or not _balanced(str(r.get("expr", ""))):
-                    problems.append(f"{rel}: rule {r.get('alert') or r.get('record')} is invalid")
-    return problems
+def _api_job(cfg: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]], float, str]:
+    """(labels Prometheus adds to the API's series, `up` labels of every job, scrape interval,
+    job name). The API's job is the first that does not scrape Prometheus itself."""
+    glob = cfg.get("global") or {}
+    jobs = [j for j in cfg.get("scrape_configs") or [] if isinstance(j, dict) and j.get("job_name")]
+    ups = []
+    api: dict[str, Any] | None = None
+    for j in jobs:
+        targets = [str(t) for sc in j.get("static_configs") or [] for t in (sc.get("targets") or [])]
+        up = {"job": str(j["job_name"]), "instance": targets[0] if targets else f"{j['job_name']}:80"}
+        ups.append(up)
+        self_scrape = j["job_name"] == "prometheus" or any(t.endswith(":9090") for t in targets)
+        if api is None and not self_scrape:
+            api = {**j, "_up": up}
+    if api is None:
+        return {}, ups, 0.0, ""
+    labels = dict(api["_up"])
+    for sc in api.get("static_configs") or []:
+        labels.update({str(k): str(v) for k, v in (sc.get("labels") or {}).items()})
+    interval = duration_s(str(api.get("scrape_interval") or glob.get("scrape_interval") or "1m"))
+    return labels, ups, interval, str(api["job_name"])
 
 
 def prometheus_rules(ctx: CheckContext, params: PromRulesParams) -> CheckResult:
+    import yaml
+
+    promtool = _promtool()
+    if promtool is None:
+        return result("error", "promtool is not installed: the rules cannot be validated or drilled "
+                               "(install Debian's prometheus package: make promtool)")
     config = ctx.workspace / params.config
     if not config.is_file():
         return result("failed", f"{params.config} does not exist")
-    files = sorted(f for f in ctx.workspace.glob(params.rules) if f.is_file())
-    tests = [f for f in files if "test" in f.name]
-    rules = [f for f in files if f not in tests]
-    if not rules:
-        return result("failed", f"no rule file matches {params.rules}")
-    ev: dict[str, Any] = {"rule_files": [f.relative_to(ctx.workspace).as_posix() for f in rules],
-                          "rule_test_files": [f.relative_to(ctx.workspace).as_posix()
-                                              for f in tests]}
-    if params.require_rule_tests and not tests:
-        return result("failed", "no rule unit tests (a *test*.yml file in promtool's format)", **ev)
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        problems = _structural(ctx.workspace, config, rules)
-        ev.update(validator="structural parser (promtool not installed)",
-                  rule_tests="not run: promtool not installed")
-        if problems:
-            return result("failed", "; ".join(problems[:5]), **ev)
-        return result("passed", f"config and {len(rules)} rule file(s) parse (structural; promtool "
-                      "not installed, rule tests not run)", **ev)
-    runs = [[promtool, "check", "config", str(config)],
-            [promtool, "check", "rules", *map(str, rules)]]
+    rule_paths, tests = rule_files(ctx.workspace, params.rules)
+    rel = [p.relative_to(ctx.workspace).as_posix() for p in rule_paths]
+    ev: dict[str, Any] = {"rule_files": rel,
+                          "rule_test_files": [t.relative_to(ctx.workspace).as_posix() for t in tests]}
+    if not rule_paths:
+        return result("failed", f"no rule file matches {params.rules}", **ev)
+    runs = [[promtool, "check", "config", str(config)], [promtool, "check", "rules", *map(str, rule_paths)]]
     runs += [[promtool, "test", "rules", str(t)] for t in tests]
-    outputs = []
+    ev["runs"] = []
     for argv in runs:
         res = proc.run(argv, cwd=ctx.workspace, timeout_s=60, env=proc.scrubbed_env())
-        outputs.append({"command": " ".join(argv[1:3]), "exit": res.returncode})
+        ev["runs"].append({"command": " ".join(argv[1:3]) + (f" {Path(argv[3]).name}" if argv[1] == "test"
+                                                              else ""), "exit": res.returncode})
         if not res.ok:
-            tail = [ln for ln in res.output.splitlines() if ln.strip()][-8:]
-            return result("failed", f"promtool {' '.join(argv[1:3])} failed: {' | '.join(tail)}",
-                          validator="promtool", runs=outputs, **ev)
-    return result("passed", f"promtool: config and {len(rules)} rule file(s) valid, "
-                  f"{len(tests)} rule test file(s) pass", validator="promtool", runs=outputs, **ev)
+            tail = [ln.strip() for ln in res.output.splitlines() if ln.strip()][-6:]
+            return result("failed", f"promtool {' '.join(argv[1:3])} failed: {' | '.join(tail)[:500]}", **ev)
+    if params.require_rule_tests and not tests:
+        return result("failed", "no rule unit tests (a file with `tests:` in promtool's format "
+                                "under monitoring/alerts/)", **ev)
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    loaded = set()
+    for pattern in cfg.get("rule_files") or []:
+        loaded |= {p.resolve() for p in config.parent.glob(str(pattern))} if not Path(
+            str(pattern)).is_absolute() else {Path(str(pattern)).resolve()}
+    not_loaded = [r for p, r in zip(rule_paths, rel, strict=True) if p.resolve() not in loaded]
+    if not_loaded:
+        return result("failed", f"rule file(s) {', '.join(not_loaded)} not loaded by {params.config}'s "
+                                "rule_files: Prometheus never evaluates their alerts", **ev)
+    rules, problems = read_rules(ctx.workspace, rule_paths)
+    alerts = [r for r in rules if r.kind == "alert"]
+    if problems or not alerts:
+        return result("failed", problems[0] if problems else "the rule files hold no alerting rule", **ev)
+    sloppy = [a.name for a in alerts if not a.labels.get("severity") or not (
+        a.annotations.get("summary") or a.annotations.get("description"))]
+    if sloppy:
+        return result("failed", f"alert(s) without a severity label or a summary/description "
+                                f"annotation: {', '.join(sloppy[:5])}", **ev)
+    ev["alerts"] = [a.name for a in alerts]
+    if not params.drill:
+        return result("passed", f"promtool: config, {len(rule_paths)} rule file(s), {len(tests)} rule "
+                                "test file(s) pass (no drill)", **ev)
+    return _drill(ctx, params, promtool, cfg, rule_paths, rules, ev)
 
 
-class DriftDrillParams(BaseModel):
+def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[str, Any],
+           rule_paths: list[Path], rules: list[Rule], ev: dict[str, Any]) -> CheckResult:
+    job_labels, ups, interval, job = _api_job(cfg)
+    if not job:
+        return result("failed", f"{params.config} has no scrape job for the API", **ev)
+    glob = cfg.get("global") or {}
+    eval_s = duration_s(str(glob.get("evaluation_interval") or "1m"))
+    serving = (ctx.spec() or {}).get("serving") or {}
+    rps = float(serving.get("throughput_rps") or params.default_throughput_rps)
+    slo_s = float(serving.get("latency_p95_ms") or params.default_p95_ms) / 1000
+    try:
+        with running_api(ctx) as api:
+            obs, traffic = observe(ctx, api, params.requests)
+    except ApiDown as e:
+        return result("failed", f"the alert drill needs the live API: {e}", **ev)
+    except (OSError, ValueError, KeyError) as e:
+        return result("error", f"cannot send the gate's traffic: {e}", **ev)
+    scratch = Path(ctx.scratch or ctx.workspace / ".mlpipe")
+    drill = alert_drill.run_drill(
+        promtool=promtool, scratch=scratch, rule_paths=rule_paths, rules=rules, obs=obs,
+        job_labels=job_labels, up_jobs=ups, interval_s=interval, eval_s=eval_s,
+        healthy_rps=rps * params.healthy_share, slo_s=slo_s, timeout_s=max(60.0, ctx.timeout_s / 2),
+        max_lookback_s=params.max_lookback_h * 3600)
+    tl = drill.timeline
+    ev["drill"] = {"job": job, "scrape_interval_s": interval, "evaluation_interval_s": eval_s,
+                   "healthy_rps": rps * params.healthy_share, "p95_objective_s": slo_s,
+                   "stress_starts_s": tl.seconds(tl.t0), "ends_s": tl.seconds(tl.n),
+                   "scenarios": [s.name for s in drill.scenarios],
+                   "fired": drill.fired, "reads": drill.reads, "gate_traffic": traffic["statuses"]}
+    if drill.error:
+        return result("failed", f"alert drill: {drill.error}", **ev)
+    alerts = [r.name for r in rules if r.kind == "alert"]
+    noisy = [a for a in alerts if "healthy" in drill.fired.get(a, {})]
+    if noisy:
+        when = drill.fired[noisy[0]]["healthy"]
+        return result("failed", f"alert {noisy[0]} fires on healthy traffic (at {when} of the drill: "
+                                f"{ev['drill']['healthy_rps']:g} req/s of the gate's measured request mix)"
+                      + (f"; also {', '.join(noisy[1:4])}" if len(noisy) > 1 else ""), **ev)
+    silent = [a for a in alerts if not drill.fired.get(a)]
+    if silent:
+        reads = drill.reads.get(silent[0]) or []
+        why = (f"it reads {', '.join(reads)}" if reads else
+               "it reads no metric the live API exposes")
+        return result("failed", f"alert {silent[0]} never fired in any of {len(drill.scenarios) - 1} "
+                                f"stress scenarios ({why}): it can never fire"
+                      + (f"; also {', '.join(silent[1:4])}" if len(silent) > 1 else ""), **ev)
+    kinds = {sc.name: sc.kind for sc in drill.scenarios}
+    fired_kinds = {kinds.get(s) for got in drill.fired.values() for s in got}
+    uncovered = [k for k in params.require if k not in fired_kinds]
+    if uncovered:
+        return result("failed", "no alert fires when " + "; nor when ".join(
+            SCENARIO_KINDS.get(k, k) for k in uncovered), **ev)
+    return result("passed", f"promtool: config, {len(rule_paths)} rule file(s) and the rule tests pass; "
+                            f"drill: each of {len(alerts)} alert(s) fires under stress, none on healthy "
+                            f"traffic ({len(drill.scenarios)} scenarios)", **ev)
+
+
+# --- Grafana dashboards ---------------------------------------------------------------------------
+QUERYLESS = {"text", "news", "dashlist", "alertlist", "annolist", "welcome", "gettingstarted", "row"}
+ERROR_MATCHER = re.compile(r'(?:status|code|status_code|http_status|outcome|result)\w*\s*(?:=~|=|!=|!~)\s*'
+                           r'"[^"]*(?:[45]|err|fail)', re.I)
+
+
+class DashboardParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    script: str = "monitoring/drift_detection/detect_drift.py"
-    shift_std: float = Field(default=1.0, gt=0, description="numeric shift in reference std")
-    clean_fraction: float = Field(default=0.5, gt=0, le=1)
+    dashboards: str = "monitoring/grafana/**/*.json"
+    require: list[str] = Field(default_factory=lambda: ["requests", "latency", "errors", "model"])
 
 
-def _inject(frame: Any, reference: Any, features: list[str], shift_std: float) -> Any:
-    shifted = frame.copy()
-    numeric = [c for c in features if reference[c].dtype.kind in "biuf"]
-    for c in numeric:
-        shifted[c] = shifted[c] + shift_std * float(reference[c].std() or 1.0)
-    if not numeric:
-        for c in features:
-            common = reference[c].value_counts().index[-1]
-            idx = shifted.sample(frac=0.6, random_state=0).index
-            shifted.loc[idx, c] = common
-    return shifted
+def _topics(expr: str) -> set[str]:
+    names = promql_metrics(expr)
+    out = set()
+    if re.search(r"\b(rate|irate|increase)\s*\(", expr) and any(
+            n.endswith(("_total", "_count")) for n in names):
+        out.add("requests")
+    if any(LATENCY_NAME.search(n) and n.endswith(("_bucket", "_sum", "_count")) for n in names):
+        out.add("latency")
+    if ERROR_MATCHER.search(expr) or any(ERROR_NAME.search(n) for n in names):
+        out.add("errors")
+    if any(MODEL_NAME.search(n) for n in names):
+        out.add("model")
+    return out
 
 
-def drift_drill(ctx: CheckContext, params: DriftDrillParams) -> CheckResult:
-    import pandas as pd
+def grafana_dashboards(ctx: CheckContext, params: DashboardParams) -> CheckResult:
+    files = dashboard_files(ctx.workspace, params.dashboards)
+    if not files:
+        return result("failed", f"no dashboard matches {params.dashboards}")
+    queries: list[tuple[str, str, str]] = []  # (file, panel title, PromQL)
+    counts: dict[str, int] = {}
+    topics: dict[str, str] = {}
+    for f in files:
+        rel = f.relative_to(ctx.workspace).as_posix()
+        try:
+            model = dashboard_model(json.loads(f.read_text(encoding="utf-8")))
+        except (ValueError, UnicodeDecodeError) as e:
+            return result("failed", f"{rel} is not valid JSON: {str(e).splitlines()[0]}")
+        if model is None:
+            return result("failed", f"{rel} is not a Grafana dashboard object")
+        items = panels(model)
+        counts[rel] = len(items)
+        if not items:
+            return result("failed", f"dashboard {rel} has no panels", panels=counts)
+        for p in items:
+            title = str(p.get("title") or f"panel {p.get('id', '?')}")
+            exprs = panel_exprs(p)
+            if not exprs and p.get("type") not in QUERYLESS:
+                return result("failed", f"panel '{title}' in {rel} has no query (targets[].expr)",
+                              panels=counts)
+            for expr in exprs:
+                q = grafana_to_promql(expr)
+                queries.append((rel, title, q))
+                for t in _topics(q):
+                    topics.setdefault(t, f"{title} ({rel})")
+    ev: dict[str, Any] = {"panels": counts, "queries": len(queries), "covered": topics}
+    if not queries:
+        return result("failed", "no panel holds a PromQL query", **ev)
+    promtool = _promtool()
+    if promtool is None:
+        return result("error", "promtool is not installed: dashboard queries cannot be validated", **ev)
+    import yaml
 
-    script = ctx.workspace / params.script
-    if not script.is_file():
-        return result("failed", f"{params.script} does not exist")
-    meta = json.loads((ctx.workspace / "artifacts" / "model_meta.json").read_text(encoding="utf-8"))
-    features = list(meta["feature_columns"])
-    train = pd.read_csv(ctx.workspace / "data" / "splits" / "train.csv")
-    test = pd.read_csv(ctx.workspace / "data" / "splits" / "test.csv")
-    outcomes: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="mlpipe-drift-") as tmp:
-        cases = {"shifted": _inject(test, train, features, params.shift_std),
-                 "clean": test.sample(frac=params.clean_fraction, random_state=1)}
-        for name, frame in cases.items():
-            data = Path(tmp) / f"{name}.csv"
-            report = Path(tmp) / f"{name}.json"
-            frame.to_csv(data, index=False)
-            argv = [ctx.python, str(script), "--current", str(data), "--report", str(report)]
-            res = proc.run(argv, cwd=ctx.workspace, timeout_s=ctx.timeout_s,
-                           env=proc.scrubbed_env(extra={"PYTHONPATH": str(ctx.workspace)}))
-            try:
-                rep = json.loads(report.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                rep = {}
-            outcomes[name] = {"exit": res.returncode, "drift_detected": rep.get("drift_detected"),
-                              "drifted_features": (rep.get("drifted_features") or [])[:10]}
-            if res.returncode not in (0, 1):
-                tail = [ln for ln in res.output.splitlines() if ln.strip()][-5:]
-                return result("failed", f"the drift detector failed on the {name} sample "
-                              f"({res.describe()}): {' | '.join(tail)}", **outcomes)
-    shifted, clean = outcomes["shifted"], outcomes["clean"]
-    fired = shifted["exit"] == 1 and shifted["drift_detected"] is True
-    quiet = clean["exit"] == 0 and clean["drift_detected"] is False
-    if not fired:
-        return result("failed", f"the drift detector did not flag a {params.shift_std} std shift "
-                      f"the gate injected (exit {shifted['exit']}, drift_detected "
-                      f"{shifted['drift_detected']})", **outcomes)
-    if not quiet:
-        return result("failed", f"the drift detector fired on an unshifted test sample (exit "
-                      f"{clean['exit']}, drifted {clean['drifted_features']})", **outcomes)
-    return result("passed", f"flagged the injected shift ({len(shifted['drifted_features'])} "
-                  "feature(s) drifted), quiet on a clean sample", **outcomes)
+    scratch = Path(ctx.scratch or ctx.workspace / ".mlpipe")
+    rules_file = scratch / "dashboard-queries.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": [
+        {"record": f"mlpipe_gate_dashboard_query_{i}", "expr": q} for i, (_, _, q) in enumerate(queries)
+    ]}]}), encoding="utf-8")
+    res = proc.run([promtool, "check", "rules", str(rules_file)], cwd=scratch, timeout_s=60,
+                   env=proc.scrubbed_env())
+    if not res.ok:
+        m = re.search(r"rule (\d+)", res.output)
+        idx = int(m.group(1)) - 1 if m else -1
+        where = (f"panel '{queries[idx][1]}' in {queries[idx][0]}: {queries[idx][2][:120]}"
+                 if 0 <= idx < len(queries) else "a panel")
+        err = [ln.strip() for ln in res.output.splitlines() if "parse error" in ln or "error" in ln.lower()]
+        return result("failed", f"invalid PromQL in {where} ({(err or ['promtool rejected it'])[-1][:200]})",
+                      **ev)
+    uncovered = [t for t in params.require if t not in topics]
+    if uncovered:
+        return result("failed", f"the dashboards have no panel for {', '.join(uncovered)} (need request "
+                                "rate, latency, errors and the model: predictions, confidence or drift)",
+                      **ev)
+    return result("passed", f"{sum(counts.values())} panel(s) in {len(files)} dashboard(s); "
+                            f"{len(queries)} PromQL queries valid (promtool); cover "
+                            f"{', '.join(sorted(topics))}", **ev)
+
+
+# --- the on-call runbook ----------------------------------------------------------------------
+PLACEHOLDER = re.compile(r"\b(TODO|TBD|FIXME|XXX|lorem ipsum|fill (?:this )?in|to be (?:written|defined|"
+                         r"determined|added|completed)|coming soon|placeholder)\b", re.I)
+
+
+class RunbookParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    guide: str = "monitoring-guide.md"
+    rules: str = "monitoring/alerts/**/*.y*ml"
+    min_words: int = Field(default=30, ge=1, description="words in each alert's entry")
+    min_steps: int = Field(default=2, ge=0, description="list items or commands in each entry")
+
+
+def _sections(text: str) -> list[tuple[int, str, int, int]]:
+    """(level, heading, start, end) of each ATX heading's section (outside code fences)."""
+    heads = []
+    fence = False
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        m = None if fence else re.match(r"(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if m:
+            heads.append((len(m.group(1)), m.group(2), pos))
+        pos += len(line)
+    out = []
+    for i, (level, title, start) in enumerate(heads):
+        end = next((s for lv, _, s in heads[i + 1:] if lv <= level), len(text))
+        out.append((level, title, start, end))
+    return out
+
+
+def runbook(ctx: CheckContext, params: RunbookParams) -> CheckResult:
+    guide = ctx.workspace / params.guide
+    if not guide.is_file():
+        return result("failed", f"{params.guide} does not exist")
+    text = guide.read_text(encoding="utf-8", errors="replace")
+    rule_paths, _ = rule_files(ctx.workspace, params.rules)
+    rules, _ = read_rules(ctx.workspace, rule_paths)
+    alerts = sorted({r.name for r in rules if r.kind == "alert"})
+    if not alerts:
+        return result("failed", f"no alert rule in {params.rules} for the runbook to cover")
+    sections = _sections(text)
+    book = next((s for s in sections if "runbook" in s[1].lower()), None)
+    if book is None:
+        return result("failed", f"{params.guide} has no runbook section (a heading with 'runbook')")
+    level, _, start, end = book
+    body = text[start:end]
+    ph = PLACEHOLDER.search(body)
+    if ph:
+        line = body[:ph.start()].count("\n") + 1
+        return result("failed", f"the runbook is unfinished: '{ph.group(0)}' at line {line} of its section")
+    subs = [(lv, t, s, e) for lv, t, s, e in sections if start < s < end]
+    blocks = [(t, s, min(e, end)) for _, t, s, e in subs] or [("runbook", start, end)]
+    entries: dict[str, tuple[str, int, int]] = {}
+    for a in alerts:
+        hit = next((b for b in blocks if a in b[0]), None) or next(
+            (b for b in blocks if a in text[b[1]:b[2]]), None)
+        if hit is not None:
+            entries[a] = hit
+    missing = [a for a in alerts if a not in entries]
+    ev: dict[str, Any] = {"alerts": alerts, "entries": {a: e[0] for a, e in entries.items()}}
+    if missing:
+        return result("failed", f"the runbook has no entry for {len(missing)} alert(s): "
+                                f"{', '.join(missing[:5])}", **ev)
+    thin: list[str] = []
+    seen: dict[str, tuple[str, str]] = {}
+    for a, (title, s, e) in entries.items():
+        entry = text[s:e]
+        plain = entry
+        for name in alerts:
+            plain = plain.replace(name, " ")
+        words = re.findall(r"[A-Za-z][A-Za-z'-]+", plain)
+        steps = len(re.findall(r"(?m)^\s*(?:[-*+]|\d+[.)])\s+\S", entry)) + \
+            len(re.findall(r"`[^`\n]+`|```", entry))
+        ev.setdefault("substance", {})[a] = {"words": len(words), "distinct": len({w.lower() for w in words}),
+                                             "steps": steps}
+        if len(words) < params.min_words or len({w.lower() for w in words}) < params.min_words // 2 \
+                or steps < params.min_steps:
+            thin.append(f"{a} ({len(words)} words, {steps} steps)")
+        key = " ".join(plain.split("\n", 1)[-1].lower().split())
+        if key in seen and seen[key][0] != title:
+            return result("failed", f"runbook entries for {seen[key][1]} and {a} are the same text "
+                                    "with the name changed", **ev)
+        seen.setdefault(key, (title, a))
+    if thin:
+        return result("failed", f"runbook entries without substance (need >= {params.min_words} words and "
+                                f">= {params.min_steps} steps: list items or commands): "
+                                f"{', '.join(thin[:4])}", **ev)
+    if not re.search(r"roll\s*-?\s*back", body, re.I):
+        return result("failed", "the runbook never says how to roll back the model", **ev)
+    return result("passed", f"runbook entries with steps for all {len(alerts)} alert(s)", **ev)
+
+
+__all__ = ["DriftDrillParams", "drift_drill", "metrics_exposed", "prometheus_rules",
+           "grafana_dashboards", "runbook"]
