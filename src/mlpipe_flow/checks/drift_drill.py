@@ -124,6 +124,9 @@ def drift_drill(ctx: CheckContext, params: DriftDrillParams) -> CheckResult:
     script = ctx.workspace / params.script
     if not script.is_file():
         return result("failed", f"{params.script} does not exist")
+    changed = _splits_changed(ctx)
+    if changed is not None:
+        return changed
     try:
         meta = json.loads((ctx.workspace / "artifacts" / "model_meta.json").read_text(encoding="utf-8"))
         features = [str(c) for c in meta["feature_columns"]]
@@ -204,6 +207,7 @@ def drift_drill(ctx: CheckContext, params: DriftDrillParams) -> CheckResult:
             problems.append(f"on {desc} also flagged {len(flagged) - 1} unshifted features "
                             f"({sorted(flagged - {case['feature']})[:5]})")
     if problems:
+        problems.sort(key=lambda p: not p.startswith("fired on clean"))
         return result("failed", f"{len(problems)} of {len(cases)} samples judged wrong: "
                                 f"{problems[0]}" + (f"; {problems[1]}" if len(problems) > 1 else ""),
                       problems=problems, **ev)
@@ -226,6 +230,25 @@ def drift_drill(ctx: CheckContext, params: DriftDrillParams) -> CheckResult:
                             f"({', '.join(_describe(c) for c in cases if c['kind'] != 'clean')}); "
                             f"quiet on {params.clean_samples} clean samples of {n} rows; "
                             f"kinds: {', '.join(kinds)}", **ev)
+
+
+def _splits_changed(ctx: CheckContext) -> CheckResult | None:
+    """The drill draws from the splits phase 2 passed with: a split edited since is refused."""
+    from mlpipe_flow.state import file_sha256
+
+    records = ctx.records()
+    if records is None:
+        return None
+    if not records.exists():
+        return result("error", records.missing())
+    for name in ("train", "valid", "test"):
+        rel = f"data/splits/{name}.csv"
+        recorded = records.recorded_hash(rel)
+        path = ctx.workspace / rel
+        if recorded is not None and path.is_file() and file_sha256(path) != recorded:
+            return result("failed", f"{rel} changed since the phase that made it passed: the drill "
+                                    "draws its reference and clean samples from the recorded splits")
+    return None
 
 
 def _describe(case: dict[str, Any]) -> str:

@@ -52,6 +52,7 @@ from mlpipe_flow.checks.serving import ApiDown, RunningApi, http, running_api
 from mlpipe_flow.models import CheckResult
 
 MOVING = ("counter", "histogram", "summary")
+WATCHDOG = re.compile(r"\s*vector\s*\(\s*1\s*\)\s*")
 BAD_BODIES = (b'{"records": [{}]}', b'{"rows": "not records"}', b'{"records": [')
 
 
@@ -166,9 +167,9 @@ def metrics_exposed(ctx: CheckContext, params: MetricsExposedParams) -> CheckRes
     # the request counter: rises by the requests sent (+ the gate's own scrapes at most)
     found: list[dict[str, Any]] = []
     for fam, rise in moves.items():
-        if not (sent <= rise <= sent + 2):
+        if after.types.get(fam) != "counter" or not (sent <= rise <= sent + 2):
             continue
-        names = {fam, fam + "_total"} if after.types.get(fam) == "counter" else {fam + "_count"}
+        names = {fam, fam + "_total"}
         bad_only = 0.0
         for (name, labels), v in after.samples.items():
             if name in names:
@@ -176,8 +177,7 @@ def metrics_exposed(ctx: CheckContext, params: MetricsExposedParams) -> CheckRes
                 if g == 0:
                     bad_only += v - obs.good.samples.get((name, labels), 0.0)
         found.append({"family": fam, "rise": rise, "bad_requests_in_own_series": bad_only})
-    found.sort(key=lambda c: (after.types.get(c["family"]) != "counter",
-                              float(c["bad_requests_in_own_series"]) < obs.n_bad))
+    found.sort(key=lambda c: float(c["bad_requests_in_own_series"]) < obs.n_bad)
     ev["request_counter"] = found
     if not found:
         return result("failed", f"no counter read by dashboards/alerts rose by the {sent} requests "
@@ -211,6 +211,17 @@ class PromRulesParams(BaseModel):
 
 def _promtool() -> str | None:
     return shutil.which("promtool")
+
+
+def _promtool_error(output: str) -> str:
+    """promtool's complaint without its progress lines, each line once."""
+    lines: list[str] = []
+    for ln in output.splitlines():
+        ln = ln.strip()
+        if ln and not ln.startswith(("Checking ", "SUCCESS", "Unit Testing")) and ln != "FAILED:" \
+                and ln not in lines:
+            lines.append(ln)
+    return " | ".join(lines)[:500] or "no output"
 
 
 def _api_job(cfg: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]], float, str]:
@@ -252,16 +263,16 @@ def prometheus_rules(ctx: CheckContext, params: PromRulesParams) -> CheckResult:
                           "rule_test_files": [t.relative_to(ctx.workspace).as_posix() for t in tests]}
     if not rule_paths:
         return result("failed", f"no rule file matches {params.rules}", **ev)
-    runs = [[promtool, "check", "config", str(config)], [promtool, "check", "rules", *map(str, rule_paths)]]
-    runs += [[promtool, "test", "rules", str(t)] for t in tests]
+    tests_rel = [t.relative_to(ctx.workspace).as_posix() for t in tests]
+    runs = [["check", "rules", *rel], ["check", "config", params.config]]
+    runs += [["test", "rules", t] for t in tests_rel]
     ev["runs"] = []
     for argv in runs:
-        res = proc.run(argv, cwd=ctx.workspace, timeout_s=60, env=proc.scrubbed_env())
-        ev["runs"].append({"command": " ".join(argv[1:3]) + (f" {Path(argv[3]).name}" if argv[1] == "test"
-                                                              else ""), "exit": res.returncode})
+        res = proc.run([promtool, *argv], cwd=ctx.workspace, timeout_s=60, env=proc.scrubbed_env())
+        ev["runs"].append({"command": " ".join(argv), "exit": res.returncode})
         if not res.ok:
-            tail = [ln.strip() for ln in res.output.splitlines() if ln.strip()][-6:]
-            return result("failed", f"promtool {' '.join(argv[1:3])} failed: {' | '.join(tail)[:500]}", **ev)
+            return result("failed", f"promtool {' '.join(argv[:2])} failed: {_promtool_error(res.output)}",
+                          **ev)
     if params.require_rule_tests and not tests:
         return result("failed", "no rule unit tests (a file with `tests:` in promtool's format "
                                 "under monitoring/alerts/)", **ev)
@@ -321,7 +332,10 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
                    "fired": drill.fired, "reads": drill.reads, "gate_traffic": traffic["statuses"]}
     if drill.error:
         return result("failed", f"alert drill: {drill.error}", **ev)
-    alerts = [r.name for r in rules if r.kind == "alert"]
+    # a dead man's switch (`vector(1)`, Alertmanager's Watchdog) fires by design
+    watchdogs = [r.name for r in rules if r.kind == "alert" and WATCHDOG.fullmatch(r.expr)]
+    ev["drill"]["watchdogs"] = watchdogs
+    alerts = [r.name for r in rules if r.kind == "alert" and r.name not in watchdogs]
     noisy = [a for a in alerts if "healthy" in drill.fired.get(a, {})]
     if noisy:
         when = drill.fired[noisy[0]]["healthy"]
@@ -337,7 +351,7 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
                                 f"stress scenarios ({why}): it can never fire"
                       + (f"; also {', '.join(silent[1:4])}" if len(silent) > 1 else ""), **ev)
     kinds = {sc.name: sc.kind for sc in drill.scenarios}
-    fired_kinds = {kinds.get(s) for got in drill.fired.values() for s in got}
+    fired_kinds = {kinds.get(s) for a, got in drill.fired.items() if a in alerts for s in got}
     uncovered = [k for k in params.require if k not in fired_kinds]
     if uncovered:
         return result("failed", "no alert fires when " + "; nor when ".join(
@@ -417,16 +431,14 @@ def grafana_dashboards(ctx: CheckContext, params: DashboardParams) -> CheckResul
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": [
         {"record": f"mlpipe_gate_dashboard_query_{i}", "expr": q} for i, (_, _, q) in enumerate(queries)
     ]}]}), encoding="utf-8")
-    res = proc.run([promtool, "check", "rules", str(rules_file)], cwd=scratch, timeout_s=60,
+    res = proc.run([promtool, "check", "rules", rules_file.name], cwd=scratch, timeout_s=60,
                    env=proc.scrubbed_env())
     if not res.ok:
         m = re.search(r"rule (\d+)", res.output)
         idx = int(m.group(1)) - 1 if m else -1
         where = (f"panel '{queries[idx][1]}' in {queries[idx][0]}: {queries[idx][2][:120]}"
                  if 0 <= idx < len(queries) else "a panel")
-        err = [ln.strip() for ln in res.output.splitlines() if "parse error" in ln or "error" in ln.lower()]
-        return result("failed", f"invalid PromQL in {where} ({(err or ['promtool rejected it'])[-1][:200]})",
-                      **ev)
+        return result("failed", f"invalid PromQL in {where} ({_promtool_error(res.output)[-200:]})", **ev)
     uncovered = [t for t in params.require if t not in topics]
     if uncovered:
         return result("failed", f"the dashboards have no panel for {', '.join(uncovered)} (need request "
@@ -504,6 +516,7 @@ def runbook(ctx: CheckContext, params: RunbookParams) -> CheckResult:
                                 f"{', '.join(missing[:5])}", **ev)
     thin: list[str] = []
     seen: dict[str, tuple[str, str]] = {}
+    copied = ""
     for a, (title, s, e) in entries.items():
         entry = text[s:e]
         plain = entry
@@ -518,14 +531,15 @@ def runbook(ctx: CheckContext, params: RunbookParams) -> CheckResult:
                 or steps < params.min_steps:
             thin.append(f"{a} ({len(words)} words, {steps} steps)")
         key = " ".join(plain.split("\n", 1)[-1].lower().split())
-        if key in seen and seen[key][0] != title:
-            return result("failed", f"runbook entries for {seen[key][1]} and {a} are the same text "
-                                    "with the name changed", **ev)
+        if key in seen and seen[key][0] != title and not copied:
+            copied = f"runbook entries for {seen[key][1]} and {a} are the same text with the name changed"
         seen.setdefault(key, (title, a))
     if thin:
         return result("failed", f"runbook entries without substance (need >= {params.min_words} words and "
                                 f">= {params.min_steps} steps: list items or commands): "
                                 f"{', '.join(thin[:4])}", **ev)
+    if copied:
+        return result("failed", copied, **ev)
     if not re.search(r"roll\s*-?\s*back", body, re.I):
         return result("failed", "the runbook never says how to roll back the model", **ev)
     return result("passed", f"runbook entries with steps for all {len(alerts)} alert(s)", **ev)
