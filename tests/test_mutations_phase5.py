@@ -104,6 +104,14 @@ def test_rule_file_not_loaded_by_prometheus(mutant) -> None:  # type: ignore[no-
 
 
 @needs_promtool
+def test_prometheus_scrapes_a_port_the_service_does_not_expose(mutant) -> None:  # type: ignore[no-untyped-def]
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg["scrape_configs"][0]["static_configs"][0]["targets"] = ["model-api:8080"]
+    mutant.edit_yaml("monitoring/prometheus/prometheus.yml", edit)
+    mutant.assert_caught("phase5", "prometheus-rules", "model-api:8080", "listens on")
+
+
+@needs_promtool
 def test_rule_unit_tests_deleted(mutant) -> None:  # type: ignore[no-untyped-def]
     mutant.path(ALERT_TESTS).unlink()
     mutant.assert_caught("phase5", "prometheus-rules", "no rule unit tests")

@@ -11,8 +11,8 @@ interval and the rule evaluation interval of `prometheus.yml`, each series also 
   gauges at their live values, for the whole timeline: no alert may fire;
 - after a healthy history long enough for every window and offset the rules read, one change
   per stress scenario: the API down (`up` 0, its series stale); no traffic; ten times the
-  traffic; errors (10% 4xx where the bad requests landed, 10% 5xx in a `5xx` sibling of each
-  status-labelled series); every latency histogram observing twice the p95 objective; each
+  traffic; errors (25% 4xx where the bad requests landed, 25% 5xx on the 5xx series of each
+  status-labelled family); every latency histogram observing twice the p95 objective; each
   other histogram observing above its largest and below its smallest bucket; each gauge an
   alert reads set to 0, 1, -1, +-1e9 and twice and half of each number in the rules.
 
@@ -50,7 +50,7 @@ STATUS_CODE = re.compile(r"^[1-5]\d\d$")
 STATUS_CLASS = re.compile(r"^[1-5]xx$", re.I)
 SCENARIO_KINDS = {
     "down": "the API is down (up == 0, its series stale)",
-    "errors": "a fifth of the requests fail (10% 4xx, 10% 5xx)",
+    "errors": "half the requests fail (25% 4xx, 25% 5xx)",
     "latency": "latency is twice the p95 objective",
     "volume": "traffic stops or grows tenfold",
     "model": "a model metric (confidence, score, drift) moves",
@@ -216,9 +216,9 @@ def scenarios(series: list[Series], gauge_literals: dict[str, set[float]], healt
            Scenario("down", "down", rate=dict(healthy), down=True),
            Scenario("no-traffic", "volume", rate={i: 0.0 for i in healthy}),
            Scenario("traffic-x10", "volume", rate={i: 10 * r for i, r in healthy.items()})]
-    # errors: 10% of all requests 4xx where the gate's bad requests landed, 10% 5xx
+    # errors: a quarter of all requests 4xx where the gate's bad requests landed, a quarter 5xx
     err = dict(healthy)
-    share = healthy_rps / 8  # with R good requests/s: R/8 4xx + R/8 5xx = 20% of R * 10/8
+    share = healthy_rps / 2  # R good + R/2 4xx + R/2 5xx requests/s
     for i, s in enumerate(series):
         if s.template is not None:
             err[i] = s.template.good / max(n_good, 1) * share
@@ -349,12 +349,12 @@ class DrillResult:
 
 
 def _timeline(alerts: list[Rule], record_lookback: float, interval_s: float,
-              eval_s: float) -> tuple[Timeline, float]:
+              eval_s: float, max_for_s: float) -> tuple[Timeline, float]:
     """A timeline long enough for these alerts: a healthy history covering their longest
     window and offset, then a stress phase covering a window plus their longest `for`.
     Also the time from which the healthy scenario is judged (windows full, `for` elapsed)."""
     lookback = max((lookback_s(r.expr) for r in alerts), default=0.0) + record_lookback
-    longest_for = max((r.for_s for r in alerts), default=0.0)
+    longest_for = min(max((r.for_s for r in alerts), default=0.0), max_for_s)
     history = max(lookback, 600.0) + 300.0
     stress = lookback + longest_for + 600.0 + 2 * eval_s
     t0 = int(math.ceil(history / interval_s))
@@ -365,7 +365,7 @@ def _timeline(alerts: list[Rule], record_lookback: float, interval_s: float,
 def run_drill(*, promtool: str, scratch: Path, rule_paths: list[Path], rules: list[Rule],
               obs: Observation, job_labels: dict[str, str], up_jobs: list[dict[str, str]],
               interval_s: float, eval_s: float, healthy_rps: float, slo_s: float,
-              timeout_s: float, max_lookback_s: float) -> DrillResult:
+              timeout_s: float, max_lookback_s: float, max_for_s: float) -> DrillResult:
     exposed = obs.after.names() | obs.good.names()
     family = {n: obs.after.family(n)[0] for n in exposed}
     alerts = [r for r in rules if r.kind == "alert"]
@@ -374,7 +374,7 @@ def run_drill(*, promtool: str, scratch: Path, rule_paths: list[Path], rules: li
     used = set().union(*reads.values()) if reads else set()
     record_lookback = max((lookback_s(r.expr) for r in rules if r.kind == "record"), default=0.0)
     evidence_reads = {a: sorted(f) for a, f in reads.items()}
-    full, _ = _timeline(alerts, record_lookback, interval_s, eval_s)
+    full, _ = _timeline(alerts, record_lookback, interval_s, eval_s, max_for_s)
     lookback = max((lookback_s(r.expr) for r in alerts), default=0.0) + record_lookback
     if lookback > max_lookback_s:
         return DrillResult({}, [], full, evidence_reads,
@@ -396,7 +396,7 @@ def run_drill(*, promtool: str, scratch: Path, rule_paths: list[Path], rules: li
         asked = [a for a in alerts if sc.target is None or sc.target in reads[a.name]]
         if not asked:
             continue
-        tl, warm = _timeline(asked, record_lookback, interval_s, eval_s)
+        tl, warm = _timeline(asked, record_lookback, interval_s, eval_s, max_for_s)
         start = warm if sc.kind == "healthy" else tl.seconds(tl.t0)
         needed = set().union(*(read_by[a.name] for a in asked))
         inputs = [{"series": s.text(), "values": series_values(s, i, sc, healthy, tl)}

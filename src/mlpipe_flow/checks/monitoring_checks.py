@@ -19,6 +19,7 @@ import json
 import re
 import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from mlpipe_flow.checks.promtext import (
     dashboard_model,
     duration_s,
     grafana_to_promql,
+    load_yaml_docs,
     panel_exprs,
     panels,
     parse_exposition,
@@ -204,7 +206,8 @@ class PromRulesParams(BaseModel):
                                  description="healthy traffic as a share of serving.throughput_rps")
     default_throughput_rps: float = Field(default=100, gt=0)
     default_p95_ms: float = Field(default=100, gt=0)
-    max_lookback_h: float = Field(default=26, gt=0)
+    max_lookback_h: float = Field(default=26, gt=0, description="longest window + offset drilled")
+    max_for_h: float = Field(default=6, gt=0, description="longest `for` an alert may wait")
     require: list[str] = Field(default_factory=lambda: list(SCENARIO_KINDS),
                                description="scenario kinds some alert must fire in")
 
@@ -224,9 +227,18 @@ def _promtool_error(output: str) -> str:
     return " | ".join(lines)[:500] or "no output"
 
 
-def _api_job(cfg: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]], float, str]:
-    """(labels Prometheus adds to the API's series, `up` labels of every job, scrape interval,
-    job name). The API's job is the first that does not scrape Prometheus itself."""
+@dataclass
+class ApiJob:
+    name: str
+    labels: dict[str, str]  # what Prometheus adds to the API's series (job, instance, static)
+    ups: list[dict[str, str]]  # the `up` labels of every job
+    interval_s: float
+    metrics_path: str
+    targets: list[str]
+
+
+def _api_job(cfg: dict[str, Any]) -> ApiJob | None:
+    """The API's scrape job: the first that does not scrape Prometheus itself (:9090)."""
     glob = cfg.get("global") or {}
     jobs = [j for j in cfg.get("scrape_configs") or [] if isinstance(j, dict) and j.get("job_name")]
     ups = []
@@ -237,14 +249,41 @@ def _api_job(cfg: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]],
         ups.append(up)
         self_scrape = j["job_name"] == "prometheus" or any(t.endswith(":9090") for t in targets)
         if api is None and not self_scrape:
-            api = {**j, "_up": up}
+            api = {**j, "_up": up, "_targets": targets}
     if api is None:
-        return {}, ups, 0.0, ""
+        return None
     labels = dict(api["_up"])
     for sc in api.get("static_configs") or []:
         labels.update({str(k): str(v) for k, v in (sc.get("labels") or {}).items()})
     interval = duration_s(str(api.get("scrape_interval") or glob.get("scrape_interval") or "1m"))
-    return labels, ups, interval, str(api["job_name"])
+    return ApiJob(str(api["job_name"]), labels, ups, interval,
+                  str(api.get("metrics_path") or "/metrics"), api["_targets"])
+
+
+def _target_problem(ws: Path, job: ApiJob) -> str | None:
+    """The scrape job must reach the API: its metrics path, and a static target naming a
+    Service of deployment/k8s must use one of that Service's ports."""
+    if job.metrics_path.rstrip("/") != "/metrics":
+        return f"scrape job {job.name} scrapes {job.metrics_path}, the API serves /metrics"
+    services: dict[str, list[int]] = {}
+    for f in sorted(ws.glob("deployment/k8s/**/*.y*ml")):
+        try:
+            docs = load_yaml_docs(f)
+        except Exception:  # noqa: BLE001 - the phase-4 gate judges the manifests
+            continue
+        for d in docs:
+            if isinstance(d, dict) and d.get("kind") == "Service":
+                name = str((d.get("metadata") or {}).get("name", ""))
+                ports = [p.get("port") for p in (d.get("spec") or {}).get("ports") or []
+                         if isinstance(p, dict)]
+                services.setdefault(name, []).extend(int(p) for p in ports if isinstance(p, int))
+    for target in job.targets:
+        host, _, port = target.rpartition(":")
+        service = host.split(".")[0]
+        if service in services and port.isdigit() and int(port) not in services[service]:
+            return (f"scrape job {job.name} targets {target}, but Service {service} in "
+                    f"deployment/k8s listens on {sorted(services[service])}")
+    return None
 
 
 def prometheus_rules(ctx: CheckContext, params: PromRulesParams) -> CheckResult:
@@ -303,9 +342,12 @@ def prometheus_rules(ctx: CheckContext, params: PromRulesParams) -> CheckResult:
 
 def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[str, Any],
            rule_paths: list[Path], rules: list[Rule], ev: dict[str, Any]) -> CheckResult:
-    job_labels, ups, interval, job = _api_job(cfg)
-    if not job:
+    job = _api_job(cfg)
+    if job is None:
         return result("failed", f"{params.config} has no scrape job for the API", **ev)
+    problem = _target_problem(ctx.workspace, job)
+    if problem:
+        return result("failed", problem, **ev)
     glob = cfg.get("global") or {}
     eval_s = duration_s(str(glob.get("evaluation_interval") or "1m"))
     serving = (ctx.spec() or {}).get("serving") or {}
@@ -321,11 +363,11 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
     scratch = Path(ctx.scratch or ctx.workspace / ".mlpipe")
     drill = alert_drill.run_drill(
         promtool=promtool, scratch=scratch, rule_paths=rule_paths, rules=rules, obs=obs,
-        job_labels=job_labels, up_jobs=ups, interval_s=interval, eval_s=eval_s,
+        job_labels=job.labels, up_jobs=job.ups, interval_s=job.interval_s, eval_s=eval_s,
         healthy_rps=rps * params.healthy_share, slo_s=slo_s, timeout_s=max(60.0, ctx.timeout_s / 2),
-        max_lookback_s=params.max_lookback_h * 3600)
+        max_lookback_s=params.max_lookback_h * 3600, max_for_s=params.max_for_h * 3600)
     tl = drill.timeline
-    ev["drill"] = {"job": job, "scrape_interval_s": interval, "evaluation_interval_s": eval_s,
+    ev["drill"] = {"job": job.name, "scrape_interval_s": job.interval_s, "evaluation_interval_s": eval_s,
                    "healthy_rps": rps * params.healthy_share, "p95_objective_s": slo_s,
                    "stress_starts_s": tl.seconds(tl.t0), "ends_s": tl.seconds(tl.n),
                    "scenarios": [s.name for s in drill.scenarios],
@@ -345,8 +387,10 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
     silent = [a for a in alerts if not drill.fired.get(a)]
     if silent:
         reads = drill.reads.get(silent[0]) or []
-        why = (f"it reads {', '.join(reads)}" if reads else
-               "it reads no metric the live API exposes")
+        rule = next(r for r in rules if r.name == silent[0])
+        why = (f"it waits `for` {rule.for_s / 3600:g} h, more than {params.max_for_h:g} h"
+               if rule.for_s > params.max_for_h * 3600 else
+               f"it reads {', '.join(reads)}" if reads else "it reads no metric the live API exposes")
         return result("failed", f"alert {silent[0]} never fired in any of {len(drill.scenarios) - 1} "
                                 f"stress scenarios ({why}): it can never fire"
                       + (f"; also {', '.join(silent[1:4])}" if len(silent) > 1 else ""), **ev)
@@ -363,8 +407,8 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
 
 # --- Grafana dashboards ---------------------------------------------------------------------------
 QUERYLESS = {"text", "news", "dashlist", "alertlist", "annolist", "welcome", "gettingstarted", "row"}
-ERROR_MATCHER = re.compile(r'(?:status|code|status_code|http_status|outcome|result)\w*\s*(?:=~|=|!=|!~)\s*'
-                           r'"[^"]*(?:[45]|err|fail)', re.I)
+ERROR_MATCHER = re.compile(r'(?:status|code|outcome|result)\w*\s*(?:(?:=~|=)\s*"[^"]*(?:[45]|err|fail)'
+                           r'|(?:!=|!~)\s*")', re.I)
 
 
 class DashboardParams(BaseModel):

@@ -24,7 +24,7 @@ PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_second
                      "scrape_samples_scraped", "scrape_samples_post_metric_relabeling",
                      "scrape_series_added"}
 # what a metric is about, by its name (dashboard coverage, alert drill scenarios)
-LATENCY_NAME = re.compile(r"latency|duration|_seconds|_milliseconds|_ms\b|response_time", re.I)
+LATENCY_NAME = re.compile(r"latency|duration|seconds|millis|_ms(?:_|$)|_time(?:_|$)", re.I)
 MODEL_NAME = re.compile(r"drift|confidence|score|accuracy|psi|auc|rmse|mae|f1|precision|recall"
                         r"|probab|prediction", re.I)
 ERROR_NAME = re.compile(r"error|fail|exception", re.I)
