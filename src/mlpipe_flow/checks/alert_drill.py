@@ -205,7 +205,6 @@ def _scenario_healthy(series: list[Series], per_good: float) -> dict[int, float]
     return {i: s.good * per_good for i, s in enumerate(series) if s.counter and s.template is None}
 
 
-
 def scenarios(series: list[Series], gauge_literals: dict[str, set[float]], healthy_rps: float,
               n_good: int, n_bad: int, slo_s: float) -> list[Scenario]:
     """The healthy scenario first, then every stress scenario. `gauge_literals`: for each gauge
@@ -231,7 +230,7 @@ def scenarios(series: list[Series], gauge_literals: dict[str, set[float]], healt
         members = [i for i, s in enumerate(series) if s.family == fam and s.template is None]
         bounds = sorted({b for i in members if (b := series[i].le) is not None and math.isfinite(b)})
         is_latency = bool(LATENCY_NAME.search(fam))
-        unit = 1000.0 if re.search(r"millisecond|_ms\b", fam) else 1.0
+        unit = 1000.0 if re.search(r"millis|_ms(?:_|$)", fam) else 1.0
         targets: list[tuple[str, str, float]] = []
         if is_latency:
             targets.append((f"latency-2x-slo:{fam}", "latency", 2 * slo_s * unit))

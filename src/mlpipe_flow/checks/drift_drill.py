@@ -85,7 +85,7 @@ def _plan(train: Any, pool: Any, features: list[str], params: DriftDrillParams,
                       "shift": float(delta * train[c].std())})
     share = min(0.5, max(params.share, 3 * se))
     for c in rng.permutation(categorical)[: params.categorical_features]:
-        counts = train[c].astype(str).value_counts()
+        counts = train[c].dropna().astype(str).value_counts()
         others = [str(v) for v in counts.index[1:]]
         picks.append({"feature": str(c), "kind": "categorical", "share": round(share, 3),
                       "to": str(rng.choice(others))})

@@ -5,12 +5,10 @@
   counter rises by the requests sent, its bad requests in series of their own;
 - `prometheus_rules`: promtool (required) accepts the config and rules, the agent's rule tests
   pass, and the gate's alert drill (`alert_drill`) makes every alert fire in some stress
-  scenario and none on healthy traffic;
-- `grafana_dashboards`: dashboards with panels, each panel a PromQL query promtool accepts, the
-  panels covering request rate, latency, errors and the model;
-- `runbook`: the on-call runbook has an entry with real steps for every alert rule.
+  scenario and none on healthy traffic.
 
-The drift drill is in `drift_drill`.
+Dashboards are judged in `dashboard_checks`, the runbook in `runbook_checks`, the drift
+detector in `drift_drill`.
 """
 
 from __future__ import annotations
@@ -31,22 +29,15 @@ from mlpipe_flow.checks.alert_drill import SCENARIO_KINDS, Observation
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.checks.drift_drill import DriftDrillParams, drift_drill
 from mlpipe_flow.checks.promtext import (
-    ERROR_NAME,
-    LATENCY_NAME,
-    MODEL_NAME,
     PROMETHEUS_SERIES,
     Rule,
     Scrape,
     dashboard_exprs,
-    dashboard_files,
-    dashboard_model,
     duration_s,
-    grafana_to_promql,
     load_yaml_docs,
-    panel_exprs,
-    panels,
     parse_exposition,
     promql_metrics,
+    promtool_error,
     read_rules,
     rule_files,
 )
@@ -216,17 +207,6 @@ def _promtool() -> str | None:
     return shutil.which("promtool")
 
 
-def _promtool_error(output: str) -> str:
-    """promtool's complaint without its progress lines, each line once."""
-    lines: list[str] = []
-    for ln in output.splitlines():
-        ln = ln.strip()
-        if ln and not ln.startswith(("Checking ", "SUCCESS", "Unit Testing")) and ln != "FAILED:" \
-                and ln not in lines:
-            lines.append(ln)
-    return " | ".join(lines)[:500] or "no output"
-
-
 @dataclass
 class ApiJob:
     name: str
@@ -310,7 +290,7 @@ def prometheus_rules(ctx: CheckContext, params: PromRulesParams) -> CheckResult:
         res = proc.run([promtool, *argv], cwd=ctx.workspace, timeout_s=60, env=proc.scrubbed_env())
         ev["runs"].append({"command": " ".join(argv), "exit": res.returncode})
         if not res.ok:
-            return result("failed", f"promtool {' '.join(argv[:2])} failed: {_promtool_error(res.output)}",
+            return result("failed", f"promtool {' '.join(argv[:2])} failed: {promtool_error(res.output)}",
                           **ev)
     if params.require_rule_tests and not tests:
         return result("failed", "no rule unit tests (a file with `tests:` in promtool's format "
@@ -405,189 +385,4 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
                             f"traffic ({len(drill.scenarios)} scenarios)", **ev)
 
 
-# --- Grafana dashboards ---------------------------------------------------------------------------
-QUERYLESS = {"text", "news", "dashlist", "alertlist", "annolist", "welcome", "gettingstarted", "row"}
-ERROR_MATCHER = re.compile(r'(?:status|code|outcome|result)\w*\s*(?:(?:=~|=)\s*"[^"]*(?:[45]|err|fail)'
-                           r'|(?:!=|!~)\s*")', re.I)
-
-
-class DashboardParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dashboards: str = "monitoring/grafana/**/*.json"
-    require: list[str] = Field(default_factory=lambda: ["requests", "latency", "errors", "model"])
-
-
-def _topics(expr: str) -> set[str]:
-    names = promql_metrics(expr)
-    out = set()
-    if re.search(r"\b(rate|irate|increase)\s*\(", expr) and any(
-            n.endswith(("_total", "_count")) for n in names):
-        out.add("requests")
-    if any(LATENCY_NAME.search(n) and n.endswith(("_bucket", "_sum", "_count")) for n in names):
-        out.add("latency")
-    if ERROR_MATCHER.search(expr) or any(ERROR_NAME.search(n) for n in names):
-        out.add("errors")
-    if any(MODEL_NAME.search(n) for n in names):
-        out.add("model")
-    return out
-
-
-def grafana_dashboards(ctx: CheckContext, params: DashboardParams) -> CheckResult:
-    files = dashboard_files(ctx.workspace, params.dashboards)
-    if not files:
-        return result("failed", f"no dashboard matches {params.dashboards}")
-    queries: list[tuple[str, str, str]] = []  # (file, panel title, PromQL)
-    counts: dict[str, int] = {}
-    topics: dict[str, str] = {}
-    for f in files:
-        rel = f.relative_to(ctx.workspace).as_posix()
-        try:
-            model = dashboard_model(json.loads(f.read_text(encoding="utf-8")))
-        except (ValueError, UnicodeDecodeError) as e:
-            return result("failed", f"{rel} is not valid JSON: {str(e).splitlines()[0]}")
-        if model is None:
-            return result("failed", f"{rel} is not a Grafana dashboard object")
-        items = panels(model)
-        counts[rel] = len(items)
-        if not items:
-            return result("failed", f"dashboard {rel} has no panels", panels=counts)
-        for p in items:
-            title = str(p.get("title") or f"panel {p.get('id', '?')}")
-            exprs = panel_exprs(p)
-            if not exprs and p.get("type") not in QUERYLESS:
-                return result("failed", f"panel '{title}' in {rel} has no query (targets[].expr)",
-                              panels=counts)
-            for expr in exprs:
-                q = grafana_to_promql(expr)
-                queries.append((rel, title, q))
-                for t in _topics(q):
-                    topics.setdefault(t, f"{title} ({rel})")
-    ev: dict[str, Any] = {"panels": counts, "queries": len(queries), "covered": topics}
-    if not queries:
-        return result("failed", "no panel holds a PromQL query", **ev)
-    promtool = _promtool()
-    if promtool is None:
-        return result("error", "promtool is not installed: dashboard queries cannot be validated", **ev)
-    import yaml
-
-    scratch = Path(ctx.scratch or ctx.workspace / ".mlpipe")
-    rules_file = scratch / "dashboard-queries.yml"
-    rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": [
-        {"record": f"mlpipe_gate_dashboard_query_{i}", "expr": q} for i, (_, _, q) in enumerate(queries)
-    ]}]}), encoding="utf-8")
-    res = proc.run([promtool, "check", "rules", rules_file.name], cwd=scratch, timeout_s=60,
-                   env=proc.scrubbed_env())
-    if not res.ok:
-        m = re.search(r"rule (\d+)", res.output)
-        idx = int(m.group(1)) - 1 if m else -1
-        where = (f"panel '{queries[idx][1]}' in {queries[idx][0]}: {queries[idx][2][:120]}"
-                 if 0 <= idx < len(queries) else "a panel")
-        return result("failed", f"invalid PromQL in {where} ({_promtool_error(res.output)[-200:]})", **ev)
-    uncovered = [t for t in params.require if t not in topics]
-    if uncovered:
-        return result("failed", f"the dashboards have no panel for {', '.join(uncovered)} (need request "
-                                "rate, latency, errors and the model: predictions, confidence or drift)",
-                      **ev)
-    return result("passed", f"{sum(counts.values())} panel(s) in {len(files)} dashboard(s); "
-                            f"{len(queries)} PromQL queries valid (promtool); cover "
-                            f"{', '.join(sorted(topics))}", **ev)
-
-
-# --- the on-call runbook ----------------------------------------------------------------------
-PLACEHOLDER = re.compile(r"\b(TODO|TBD|FIXME|XXX|lorem ipsum|fill (?:this )?in|to be (?:written|defined|"
-                         r"determined|added|completed)|coming soon|placeholder)\b", re.I)
-
-
-class RunbookParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    guide: str = "monitoring-guide.md"
-    rules: str = "monitoring/alerts/**/*.y*ml"
-    min_words: int = Field(default=30, ge=1, description="words in each alert's entry")
-    min_steps: int = Field(default=2, ge=0, description="list items or commands in each entry")
-
-
-def _sections(text: str) -> list[tuple[int, str, int, int]]:
-    """(level, heading, start, end) of each ATX heading's section (outside code fences)."""
-    heads = []
-    fence = False
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        if line.lstrip().startswith("```"):
-            fence = not fence
-        m = None if fence else re.match(r"(#{1,6})\s+(.*?)\s*#*\s*$", line)
-        if m:
-            heads.append((len(m.group(1)), m.group(2), pos))
-        pos += len(line)
-    out = []
-    for i, (level, title, start) in enumerate(heads):
-        end = next((s for lv, _, s in heads[i + 1:] if lv <= level), len(text))
-        out.append((level, title, start, end))
-    return out
-
-
-def runbook(ctx: CheckContext, params: RunbookParams) -> CheckResult:
-    guide = ctx.workspace / params.guide
-    if not guide.is_file():
-        return result("failed", f"{params.guide} does not exist")
-    text = guide.read_text(encoding="utf-8", errors="replace")
-    rule_paths, _ = rule_files(ctx.workspace, params.rules)
-    rules, _ = read_rules(ctx.workspace, rule_paths)
-    alerts = sorted({r.name for r in rules if r.kind == "alert"})
-    if not alerts:
-        return result("failed", f"no alert rule in {params.rules} for the runbook to cover")
-    sections = _sections(text)
-    book = next((s for s in sections if "runbook" in s[1].lower()), None)
-    if book is None:
-        return result("failed", f"{params.guide} has no runbook section (a heading with 'runbook')")
-    level, _, start, end = book
-    body = text[start:end]
-    ph = PLACEHOLDER.search(body)
-    if ph:
-        line = body[:ph.start()].count("\n") + 1
-        return result("failed", f"the runbook is unfinished: '{ph.group(0)}' at line {line} of its section")
-    subs = [(lv, t, s, e) for lv, t, s, e in sections if start < s < end]
-    blocks = [(t, s, min(e, end)) for _, t, s, e in subs] or [("runbook", start, end)]
-    entries: dict[str, tuple[str, int, int]] = {}
-    for a in alerts:
-        hit = next((b for b in blocks if a in b[0]), None) or next(
-            (b for b in blocks if a in text[b[1]:b[2]]), None)
-        if hit is not None:
-            entries[a] = hit
-    missing = [a for a in alerts if a not in entries]
-    ev: dict[str, Any] = {"alerts": alerts, "entries": {a: e[0] for a, e in entries.items()}}
-    if missing:
-        return result("failed", f"the runbook has no entry for {len(missing)} alert(s): "
-                                f"{', '.join(missing[:5])}", **ev)
-    thin: list[str] = []
-    seen: dict[str, tuple[str, str]] = {}
-    copied = ""
-    for a, (title, s, e) in entries.items():
-        entry = text[s:e]
-        plain = entry
-        for name in alerts:
-            plain = plain.replace(name, " ")
-        words = re.findall(r"[A-Za-z][A-Za-z'-]+", plain)
-        steps = len(re.findall(r"(?m)^\s*(?:[-*+]|\d+[.)])\s+\S", entry)) + \
-            len(re.findall(r"`[^`\n]+`|```", entry))
-        ev.setdefault("substance", {})[a] = {"words": len(words), "distinct": len({w.lower() for w in words}),
-                                             "steps": steps}
-        if len(words) < params.min_words or len({w.lower() for w in words}) < params.min_words // 2 \
-                or steps < params.min_steps:
-            thin.append(f"{a} ({len(words)} words, {steps} steps)")
-        key = " ".join(plain.split("\n", 1)[-1].lower().split())
-        if key in seen and seen[key][0] != title and not copied:
-            copied = f"runbook entries for {seen[key][1]} and {a} are the same text with the name changed"
-        seen.setdefault(key, (title, a))
-    if thin:
-        return result("failed", f"runbook entries without substance (need >= {params.min_words} words and "
-                                f">= {params.min_steps} steps: list items or commands): "
-                                f"{', '.join(thin[:4])}", **ev)
-    if copied:
-        return result("failed", copied, **ev)
-    if not re.search(r"roll\s*-?\s*back", body, re.I):
-        return result("failed", "the runbook never says how to roll back the model", **ev)
-    return result("passed", f"runbook entries with steps for all {len(alerts)} alert(s)", **ev)
-
-
-__all__ = ["DriftDrillParams", "drift_drill", "metrics_exposed", "prometheus_rules",
-           "grafana_dashboards", "runbook"]
+__all__ = ["DriftDrillParams", "drift_drill", "metrics_exposed", "prometheus_rules"]

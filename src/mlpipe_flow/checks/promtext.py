@@ -318,3 +318,14 @@ def dashboard_exprs(ws: Path, pattern: str) -> tuple[dict[str, list[str]], list[
             continue
         out[rel] = [grafana_to_promql(e) for p in panels(model) for e in panel_exprs(p)]
     return out, bad
+
+
+def promtool_error(output: str) -> str:
+    """promtool's complaint without its progress lines, each line once."""
+    lines: list[str] = []
+    for ln in output.splitlines():
+        ln = ln.strip()
+        if ln and not ln.startswith(("Checking ", "SUCCESS", "Unit Testing")) and ln != "FAILED:" \
+                and ln not in lines:
+            lines.append(ln)
+    return " | ".join(lines)[:500] or "no output"
