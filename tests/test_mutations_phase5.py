@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +118,36 @@ def test_rule_unit_tests_deleted(mutant) -> None:  # type: ignore[no-untyped-def
     mutant.assert_caught("phase5", "prometheus-rules", "no rule unit tests")
 
 
+@needs_promtool
+def test_rule_tests_that_never_show_an_alert_firing(mutant) -> None:  # type: ignore[no-untyped-def]
+    """The agent's own tests reduced to 'nothing fires at time 0': promtool passes them."""
+    names = [r["alert"] for g in yaml.safe_load(mutant.text(ALERTS))["groups"]
+             for r in g["rules"]]
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["tests"] = [{"interval": "1m", "input_series": [],
+                         "alert_rule_test": [{"eval_time": "0m", "alertname": a, "exp_alerts": []}
+                                             for a in names]}]
+    mutant.edit_yaml(ALERT_TESTS, edit)
+    mutant.assert_caught("phase5", "prometheus-rules", "never show", "firing")
+
+
+@needs_promtool
+def test_rule_tests_against_a_copy_of_the_rules(mutant) -> None:  # type: ignore[no-untyped-def]
+    """The tests run on an easier copy kept outside monitoring/alerts/, not on what Prometheus
+    loads."""
+    mutant.write("monitoring/rules-under-test/alerts.yml", mutant.text(ALERTS))
+    mutant.edit_yaml(ALERT_TESTS, lambda doc: doc.update(rule_files=["../rules-under-test/alerts.yml"]))
+    mutant.assert_caught("phase5", "prometheus-rules", "not a rule file prometheus.yml loads")
+
+
+@needs_promtool
+def test_prometheus_scrapes_the_wrong_path(mutant) -> None:  # type: ignore[no-untyped-def]
+    mutant.edit_yaml("monitoring/prometheus/prometheus.yml",
+                     lambda cfg: cfg["scrape_configs"][0].update(metrics_path="/stats"))
+    mutant.assert_caught("phase5", "prometheus-rules", "scrapes /stats")
+
+
 def test_rules_are_not_passed_without_promtool(mutant, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
                                                if not (Path(p) / "promtool").exists()))
@@ -162,6 +193,11 @@ def test_request_counter_without_status(mutant) -> None:  # type: ignore[no-unty
 def test_dashboard_with_no_panels(mutant) -> None:  # type: ignore[no-untyped-def]
     mutant.edit_json(DASHBOARD, lambda d: d.update(panels=[]))
     mutant.assert_caught("phase5", "grafana", "no panels")
+
+
+def test_dashboard_that_is_not_json(mutant) -> None:  # type: ignore[no-untyped-def]
+    mutant.write(DASHBOARD, mutant.text(DASHBOARD)[:-200])
+    mutant.assert_caught("phase5", "grafana", "not valid JSON")
 
 
 @needs_promtool

@@ -168,6 +168,22 @@ def rule_tests(meta: dict[str, Any], rules: dict[str, Any], rps: float) -> dict[
              {"eval_time": "112m", "alertname": "ModelPredictionVolumeDrop",
               "exp_alerts": [_annotations(rules, "ModelPredictionVolumeDrop")]}]},
     ]
+    # latency at 200 ms, traffic at 90% of capacity, every prediction at confidence <= 0.5
+    lat = 'mlpipe_request_latency_seconds_bucket{endpoint="/predict",le="%s"}'
+    stress = [{"series": lat % le, "values": f"0+{v:g}x40"}
+              for le, v in (("0.1", 0), ("0.25", per_min), ("+Inf", per_min))]
+    stress.append({"series": f'mlpipe_requests_total{{endpoint="/predict",status="200",job="{JOB}"}}',
+                   "values": f"0+{rps * 0.9 * 60:g}x40"})
+    checks = [{"eval_time": "15m", "alertname": "ModelApiHighLatencyP95",
+               "exp_alerts": [_annotations(rules, "ModelApiHighLatencyP95")]},
+              {"eval_time": "20m", "alertname": "ModelApiTrafficNearCapacity",
+               "exp_alerts": [_annotations(rules, "ModelApiTrafficNearCapacity")]}]
+    if any(r["alert"] == "ModelConfidenceDrop" for r in rules["groups"][0]["rules"]):
+        stress += [{"series": f'mlpipe_prediction_confidence_bucket{{le="{le}"}}',
+                    "values": f"0+{per_min:g}x40"} for le in ("0.5", "0.6", "1.0", "+Inf")]
+        checks.append({"eval_time": "25m", "alertname": "ModelConfidenceDrop",
+                       "exp_alerts": [_annotations(rules, "ModelConfidenceDrop")]})
+    tests.append({"interval": "1m", "input_series": stress, "alert_rule_test": checks})
     return {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": tests}
 
 

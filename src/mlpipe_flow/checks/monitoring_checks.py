@@ -314,10 +314,38 @@ def prometheus_rules(ctx: CheckContext, params: PromRulesParams) -> CheckResult:
         return result("failed", f"alert(s) without a severity label or a summary/description "
                                 f"annotation: {', '.join(sloppy[:5])}", **ev)
     ev["alerts"] = [a.name for a in alerts]
+    problem = _rule_tests_problem(ctx.workspace, tests, loaded, [
+        a.name for a in alerts if not WATCHDOG.fullmatch(a.expr)]) if params.require_rule_tests else None
+    if problem:
+        return result("failed", problem, **ev)
     if not params.drill:
         return result("passed", f"promtool: config, {len(rule_paths)} rule file(s), {len(tests)} rule "
                                 "test file(s) pass (no drill)", **ev)
     return _drill(ctx, params, promtool, cfg, rule_paths, rules, ev)
+
+
+def _rule_tests_problem(ws: Path, tests: list[Path], loaded: set[Path], alerts: list[str]) -> str | None:
+    """The agent's rule tests must test the rules Prometheus loads, and show each alert firing."""
+    shown: set[str] = set()
+    for t in tests:
+        rel = t.relative_to(ws).as_posix()
+        for doc in load_yaml_docs(t):
+            if not isinstance(doc, dict):
+                continue
+            for pattern in doc.get("rule_files") or []:
+                targets = {p.resolve() for p in t.parent.glob(str(pattern))} if not Path(
+                    str(pattern)).is_absolute() else {Path(str(pattern)).resolve()}
+                if not targets or not targets <= loaded:
+                    return f"{rel} tests {pattern}, not a rule file prometheus.yml loads"
+            for group in doc.get("tests") or []:
+                for case in (group or {}).get("alert_rule_test") or []:
+                    if isinstance(case, dict) and case.get("exp_alerts"):
+                        shown.add(str(case.get("alertname")))
+    missing = [a for a in alerts if a not in shown]
+    if missing:
+        return (f"the rule tests never show {', '.join(missing[:4])} firing (no alert_rule_test "
+                "with exp_alerts for it)")
+    return None
 
 
 def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[str, Any],
