@@ -27,6 +27,7 @@ from mlpipe_flow.checks.promtext import (
 )
 from mlpipe_flow.models import CheckResult
 
+DASHBOARD_KEYS = {"panels", "rows", "schemaVersion"}
 QUERYLESS = {"text", "news", "dashlist", "alertlist", "annolist", "welcome", "gettingstarted", "row"}
 ERROR_MATCHER = re.compile(r'(?:status|code|outcome|result)\w*\s*(?:(?:=~|=)\s*"[^"]*(?:[45]|err|fail)'
                            r'|(?:!=|!~)\s*")', re.I)
@@ -59,6 +60,7 @@ def grafana_dashboards(ctx: CheckContext, params: DashboardParams) -> CheckResul
         return result("failed", f"no dashboard matches {params.dashboards}")
     queries: list[tuple[str, str, str]] = []  # (file, panel title, PromQL)
     counts: dict[str, int] = {}
+    skipped: list[str] = []
     topics: dict[str, str] = {}
     for f in files:
         rel = f.relative_to(ctx.workspace).as_posix()
@@ -66,8 +68,9 @@ def grafana_dashboards(ctx: CheckContext, params: DashboardParams) -> CheckResul
             model = dashboard_model(json.loads(f.read_text(encoding="utf-8")))
         except (ValueError, UnicodeDecodeError) as e:
             return result("failed", f"{rel} is not valid JSON: {str(e).splitlines()[0]}")
-        if model is None:
-            return result("failed", f"{rel} is not a Grafana dashboard object")
+        if model is None or not DASHBOARD_KEYS & set(model):
+            skipped.append(rel)  # a datasource or provisioning file, not a dashboard
+            continue
         items = panels(model)
         counts[rel] = len(items)
         if not items:
@@ -83,7 +86,11 @@ def grafana_dashboards(ctx: CheckContext, params: DashboardParams) -> CheckResul
                 queries.append((rel, title, q))
                 for t in _topics(q):
                     topics.setdefault(t, f"{title} ({rel})")
-    ev: dict[str, Any] = {"panels": counts, "queries": len(queries), "covered": topics}
+    ev: dict[str, Any] = {"panels": counts, "queries": len(queries), "covered": topics,
+                          "not_dashboards": skipped}
+    if not counts:
+        return result("failed", f"no Grafana dashboard (a JSON object with panels) in {params.dashboards}",
+                      **ev)
     if not queries:
         return result("failed", "no panel holds a PromQL query", **ev)
     promtool = shutil.which("promtool")

@@ -92,6 +92,69 @@ def observe(ctx: CheckContext, api: RunningApi, n_good: int) -> tuple[Observatio
     return obs, {"statuses": statuses, "missing_path": missing_path}
 
 
+# what cannot change how the API serves: mlpipe's own folder, caches, raw data, run logs, the
+# monitoring config the checks judge, and prose
+NOT_SERVED = ({".mlpipe", ".git", ".venv", "venv", "node_modules", "mlruns", "__pycache__",
+               ".pytest_cache"}, {"data/raw", "monitoring/alerts", "monitoring/grafana",
+                                  "monitoring/prometheus"}, {".md", ".ipynb", ".log"})
+
+
+def served_content_key(ws: Path, n_good: int) -> str:
+    """A digest of every workspace file the live API's behaviour could depend on (all but
+    NOT_SERVED), so a cached observation is used only for the very same API, model and data."""
+    import hashlib
+    import os
+
+    from mlpipe_flow.state import file_sha256
+
+    names, prefixes, suffixes = NOT_SERVED
+    digest = hashlib.sha256(f"observe-v1 {n_good}".encode())
+    for root, dirs, files in os.walk(ws):
+        rel_root = Path(root).relative_to(ws).as_posix()
+        dirs[:] = sorted(d for d in dirs if d not in names
+                         and (f"{rel_root}/{d}" if rel_root != "." else d) not in prefixes)
+        for f in sorted(files):
+            if not f.endswith(tuple(suffixes)):
+                path = Path(root) / f
+                digest.update(f"{path.relative_to(ws).as_posix()} {file_sha256(path)}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _encode(obs: Observation, traffic: dict[str, Any]) -> dict[str, Any]:
+    def scrape(sc: Scrape) -> dict[str, Any]:
+        return {"types": sc.types, "samples": [[n, list(map(list, lab)), v]
+                                               for (n, lab), v in sc.samples.items()]}
+    return {"before": scrape(obs.before), "good": scrape(obs.good), "after": scrape(obs.after),
+            "n_good": obs.n_good, "n_bad": obs.n_bad, "traffic": traffic}
+
+
+def _decode(data: dict[str, Any]) -> tuple[Observation, dict[str, Any]]:
+    def scrape(d: dict[str, Any]) -> Scrape:
+        return Scrape(dict(d["types"]), {(n, tuple((k, v) for k, v in lab)): float(v)
+                                         for n, lab, v in d["samples"]})
+    return (Observation(scrape(data["before"]), scrape(data["good"]), scrape(data["after"]),
+                        int(data["n_good"]), int(data["n_bad"])), dict(data["traffic"]))
+
+
+def observe_api(ctx: CheckContext, n_good: int) -> tuple[Observation, dict[str, Any]]:
+    """`observe` on a freshly started API, or the observation this run's records hold for the
+    same served content (the gate measured it earlier, e.g. in `metrics-exposed`; agents cannot
+    write the records). Raises ApiDown."""
+    records = ctx.records()
+    usable = records is not None and records.exists()
+    name = f"observe-{served_content_key(ctx.workspace, n_good)}" if usable else ""
+    if records is not None and usable:
+        cached = records.cache_get(name)
+        if cached is not None:
+            obs, traffic = _decode(cached)
+            return obs, {**traffic, "measured": "earlier in this run, same served content"}
+    with running_api(ctx) as api:
+        obs, traffic = observe(ctx, api, n_good)
+    if records is not None and usable and all(s == 200 for s in traffic["statuses"]["good"]):
+        records.cache_put(name, _encode(obs, traffic))
+    return obs, traffic
+
+
 def used_metrics(ws: Path, dashboards: str, rules_glob: str) -> tuple[dict[str, set[str]], list[str]]:
     """{metric name: files reading it} over dashboards and rules, and unreadable files. Series a
     recording rule makes and those Prometheus makes itself (`up`, ...) are not the API's."""
@@ -127,8 +190,7 @@ def metrics_exposed(ctx: CheckContext, params: MetricsExposedParams) -> CheckRes
     if not used:
         return result("failed", f"no metric read by {params.dashboards} or {params.rules}")
     try:
-        with running_api(ctx) as api:
-            obs, traffic = observe(ctx, api, params.requests)
+        obs, traffic = observe_api(ctx, params.requests)
     except ApiDown as e:
         return result("failed", str(e))
     except (OSError, ValueError, KeyError) as e:
@@ -362,8 +424,7 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
     rps = float(serving.get("throughput_rps") or params.default_throughput_rps)
     slo_s = float(serving.get("latency_p95_ms") or params.default_p95_ms) / 1000
     try:
-        with running_api(ctx) as api:
-            obs, traffic = observe(ctx, api, params.requests)
+        obs, traffic = observe_api(ctx, params.requests)
     except ApiDown as e:
         return result("failed", f"the alert drill needs the live API: {e}", **ev)
     except (OSError, ValueError, KeyError) as e:
@@ -379,7 +440,7 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
                    "healthy_rps": rps * params.healthy_share, "p95_objective_s": slo_s,
                    "stress_starts_s": tl.seconds(tl.t0), "ends_s": tl.seconds(tl.n),
                    "scenarios": [s.name for s in drill.scenarios],
-                   "fired": drill.fired, "reads": drill.reads, "gate_traffic": traffic["statuses"]}
+                   "fired": drill.fired, "reads": drill.reads, "gate_traffic": traffic}
     if drill.error:
         return result("failed", f"alert drill: {drill.error}", **ev)
     # a dead man's switch (`vector(1)`, Alertmanager's Watchdog) fires by design
