@@ -152,10 +152,11 @@ class QualityCollector:
         report = report if isinstance(report, dict) else {}
         score = report.get("live_score")
         live.add_metric([], float(score) if isinstance(score, (int, float)) else float("nan"))
-        features = report.get("features") if isinstance(report.get("features"), dict) else {}
+        features = report.get("features")
+        features = features if isinstance(features, dict) else {}
         for feat in FEATURES:
-            value = (features.get(feat) or {}).get("psi") if isinstance(features.get(feat), dict) \
-                else None
+            stats = features.get(feat)
+            value = stats.get("psi") if isinstance(stats, dict) else None
             psi.add_metric([feat], float(value) if isinstance(value, (int, float)) else float("nan"))
         drifted.add_metric([], 1.0 if report.get("drift_detected") else 0.0)
         yield from (ref, live, psi, drifted)
