@@ -14,7 +14,9 @@ interval and the rule evaluation interval of `prometheus.yml`, each series also 
   traffic; errors (25% 4xx where the bad requests landed, 25% 5xx on the 5xx series of each
   status-labelled family); every latency histogram observing twice the p95 objective; each
   other histogram observing above its largest and below its smallest bucket; each gauge an
-  alert reads set to 0, 1, -1, +-1e9 and twice and half of each number in the rules.
+  alert reads set to 0, 1, -1, +-1e9 and twice and half of each number in those alerts.
+A scenario that changes one family asks only the alerts reading it, over a timeline as long as
+theirs; the groups run in two promtool processes at once.
 
 Every alert must fire in at least one stress scenario (one that never fires reads something
 the API does not emit, has a threshold no traffic reaches, or is not loaded), none in the
