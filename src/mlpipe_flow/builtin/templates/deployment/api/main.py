@@ -104,14 +104,25 @@ REQUEST_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
 
 
 # --- metrics ------------------------------------------------------------------------------
+# Every series the dashboards and alerts read exists from start-up (Prometheus practice: a
+# labelled series that appears only with its first event breaks rate() and absent()); the
+# endpoint label is the route, never the raw path (unknown paths are "other").
+ROUTES = ("/predict", "/health", "/metrics")
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("mlpipe_requests", "HTTP requests by endpoint and status code",
                    ["endpoint", "status"], registry=REGISTRY)
 LATENCY = Histogram("mlpipe_request_latency_seconds", "Request latency in seconds", ["endpoint"],
                     buckets=(.001, .0025, .005, .01, .025, .05, .075, .1, .25, .5, 1, 2.5),
                     registry=REGISTRY)
+for _endpoint, _codes in (("/predict", ("200", "422", "500")), ("/health", ("200",)),
+                          ("/metrics", ("200",))):
+    for _code in _codes:
+        REQUESTS.labels(endpoint=_endpoint, status=_code)
+    if _endpoint != "/metrics":
+        LATENCY.labels(endpoint=_endpoint)
 CONFIDENCE = Histogram("mlpipe_prediction_confidence", "Confidence of each prediction",
-                       buckets=(.5, .6, .7, .8, .9, .95, .99, 1.0), registry=REGISTRY)
+                       buckets=(.5, .6, .7, .8, .9, .95, .99, 1.0),
+                       registry=REGISTRY) if IS_CLASSIFIER else None
 PREDICTIONS = Counter("mlpipe_predictions", "Rows predicted", registry=REGISTRY)
 BATCH_ROWS = Histogram("mlpipe_batch_rows", "Rows per micro-batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024), registry=REGISTRY)
@@ -121,7 +132,8 @@ MODEL_INFO.labels(version=VERSION).set(1)
 
 
 class QualityCollector:
-    """Offline quality and drift figures (from the drift detector's last report) as gauges."""
+    """Offline quality and drift figures (from the drift detector's last report) as gauges;
+    NaN (unknown) until a report says otherwise, 0 for 'drift detected'."""
 
     def collect(self):  # type: ignore[no-untyped-def]
         ref = GaugeMetricFamily("mlpipe_model_reference_score",
@@ -137,13 +149,16 @@ class QualityCollector:
             report = json.loads(DRIFT_REPORT.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             report = None
-        if isinstance(report, dict):
-            if isinstance(report.get("live_score"), (int, float)):
-                live.add_metric([], float(report["live_score"]))
-            for feat, stats in (report.get("features") or {}).items():
-                if isinstance(stats, dict) and isinstance(stats.get("psi"), (int, float)):
-                    psi.add_metric([feat], float(stats["psi"]))
-            drifted.add_metric([], 1.0 if report.get("drift_detected") else 0.0)
+        report = report if isinstance(report, dict) else {}
+        score = report.get("live_score")
+        live.add_metric([], float(score) if isinstance(score, (int, float)) else float("nan"))
+        features = report.get("features")
+        features = features if isinstance(features, dict) else {}
+        for feat in FEATURES:
+            stats = features.get(feat)
+            value = stats.get("psi") if isinstance(stats, dict) else None
+            psi.add_metric([feat], float(value) if isinstance(value, (int, float)) else float("nan"))
+        drifted.add_metric([], 1.0 if report.get("drift_detected") else 0.0)
         yield from (ref, live, psi, drifted)
 
 
@@ -237,7 +252,7 @@ async def handle_predict(body: bytes) -> tuple[int, bytes]:
     fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     _queue.put_nowait((req.records, fut))  # type: ignore[arg-type]
     labels, conf, probs = await fut
-    if conf is not None:
+    if conf is not None and CONFIDENCE is not None:
         for c in conf:
             CONFIDENCE.observe(c)
     out = {"model_version": VERSION, "predictions": labels, "confidence": conf,
@@ -285,9 +300,10 @@ class ObserveMiddleware:
             else:
                 await self.inner(scope, receive, send_wrapper)
         finally:
-            if endpoint != "/metrics":
-                LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - started)
-            REQUESTS.labels(endpoint=endpoint, status=status[0]).inc()
+            route = endpoint if endpoint in ROUTES else "other"
+            if route != "/metrics":
+                LATENCY.labels(endpoint=route).observe(time.perf_counter() - started)
+            REQUESTS.labels(endpoint=route, status=status[0]).inc()
 
 
 app = FastAPI(title="Model API", version=VERSION, lifespan=lifespan)
