@@ -1,0 +1,372 @@
+"""Phase-2 checks that trace the splits to the raw data and measure them:
+
+- `splits_from_raw`: every split row is a raw row (id + feature + target cells normalised the
+  same way on both sides), no raw row is used twice, the splits cover the raw rows that survive
+  exact-duplicate removal (features + target) and a missing target, and each split's size
+  matches the spec's `splits` shares;
+- `splits_disjoint`: no exact or near-duplicate row (numbers rounded to 3 significant digits)
+  in two splits, except near-duplicates the raw data itself holds as distinct rows;
+- `split_not_easier`: the test (and validation) split is not easier than a random subset of
+  the same size, by the out-of-fold losses of the gate's own quick model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.rawdata import (
+    SPLITS,
+    Raw,
+    Splits,
+    Unmeasurable,
+    load_raw,
+    load_splits,
+    row_hashes,
+    spec_columns,
+)
+from mlpipe_flow.models import CheckResult
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_SHARES = {"train": 0.70, "valid": 0.15, "test": 0.15}
+
+
+def _shares(spec: dict[str, Any]) -> dict[str, float]:
+    got = spec.get("splits")
+    shares: dict[str, Any] = got if isinstance(got, dict) else {}
+    return {k: float(shares.get(k, v)) for k, v in DEFAULT_SHARES.items()}
+
+
+def _ids(frame: Any, ids: list[str], rows: Any, limit: int = 3) -> list[str]:
+    """A few rows named by their id cells (or their line in the file)."""
+    out = []
+    for i in list(rows)[:limit]:
+        if ids:
+            out.append(", ".join(f"{c}={frame[c].iloc[i]}" for c in ids))
+        else:
+            out.append(f"line {i + 2}")
+    return out
+
+
+# -- every split row is a raw row --------------------------------------------------------
+class FromRawParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
+    min_coverage: float = Field(default=0.98, ge=0, le=1, description="share of the raw rows "
+                                "(deduplicated on features + target, target present) in a split")
+    share_tolerance: float = Field(default=0.01, ge=0, le=1, description="each split's size may "
+                                   "differ from its share of those rows by this fraction of them")
+    min_row_slack: int = Field(default=2, ge=0, description="... or by this many rows")
+
+
+def splits_from_raw(ctx: CheckContext, params: FromRawParams) -> CheckResult:
+    import numpy as np
+    import pandas as pd
+
+    try:
+        spec, ids, features, target = spec_columns(ctx)
+        raw = load_raw(ctx, spec)
+        splits = load_splits(ctx, params.splits)
+    except Unmeasurable as e:
+        return e.result
+    wanted = [*ids, *features, target]
+    missing_raw = [c for c in wanted if c not in raw.frame.columns]
+    if missing_raw:
+        return result("failed", f"ml-spec.yaml's columns {missing_raw[:5]} are not columns of "
+                      f"the raw data {raw.where}")
+    ev: dict[str, Any] = {"raw": raw.where, "raw_rows": len(raw.frame), "id_columns": ids}
+    if raw.note:
+        ev["note"] = raw.note
+    for name, frame in splits.frames.items():
+        lacking = [c for c in wanted if c not in frame.columns]
+        extra = [c for c in frame.columns if c not in wanted]
+        if lacking or extra:
+            return result("failed", f"{name}.csv must hold exactly the id, feature and target "
+                          f"columns of ml-spec.yaml (missing {lacking[:5]}, extra {extra[:5]}): "
+                          "the ids trace each split row to its raw row", **ev)
+    raw_keys = row_hashes([raw.col(c) for c in wanted])
+    raw_count = pd.Series(raw_keys).value_counts()
+    not_raw: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
+    all_keys = []
+    no_target = {}
+    for name, frame in splits.frames.items():
+        keys = splits.hashes(name, wanted)
+        all_keys.append(keys)
+        bad = np.flatnonzero(~np.isin(keys, raw_keys))
+        not_raw[name] = int(len(bad))
+        if len(bad):
+            examples[name] = _ids(frame, ids, bad)
+        no_target[name] = int(splits.col(name, target).missing.sum())
+    ev.update(rows={n: len(f) for n, f in splits.frames.items()}, not_raw_rows=not_raw)
+    if sum(not_raw.values()):
+        worst = max(not_raw, key=lambda n: not_raw[n])
+        counts = ", ".join(f"{n}: {c}" for n, c in not_raw.items() if c)
+        return result("failed", f"measured {sum(not_raw.values())} split row(s) that are not rows "
+                      f"of the raw data {raw.where} ({counts}; e.g. {worst}: "
+                      f"{'; '.join(examples[worst])}); expected every row to be a raw row with its "
+                      "cells unchanged", examples=examples, **ev)
+    used = pd.Series(np.concatenate(all_keys)).value_counts()
+    over = used - raw_count.reindex(used.index).fillna(0)
+    reused = int(over[over > 0].sum())
+    ev["reused_rows"] = reused
+    if reused:
+        return result("failed", f"measured {reused} raw row(s) used more than once across the "
+                      "splits; expected each raw row in at most one split, once", **ev)
+    if sum(no_target.values()):
+        return result("failed", f"measured {sum(no_target.values())} split row(s) without a "
+                      f"target ({no_target}); expected rows with a missing target dropped", **ev)
+    # coverage and sizes against the raw rows that survive deduplication and a missing target
+    ft = [*features, target]
+    raw_ft = row_hashes([raw.col(c) for c in ft])[~raw.col(target).missing]
+    expected = np.unique(raw_ft)
+    got = np.unique(np.concatenate([splits.hashes(n, ft) for n in splits.frames]))
+    n_exp = int(len(expected))
+    coverage = float(np.isin(expected, got).mean()) if n_exp else 0.0
+    shares = _shares(spec)
+    sizes = {n: len(f) for n, f in splits.frames.items()}
+    slack = max(params.min_row_slack, params.share_tolerance * n_exp)
+    off = {n: sizes[n] - shares[n] * n_exp for n in sizes if n in shares}
+    ev.update(expected_rows=n_exp, coverage=round(coverage, 5), shares=shares,
+              measured_shares={n: round(sizes[n] / n_exp, 4) if n_exp else None for n in sizes},
+              allowed_row_difference=round(slack, 1))
+    if coverage < params.min_coverage:
+        return result("failed", f"the splits hold {coverage:.1%} of the {n_exp} raw rows that "
+                      "survive deduplication (features + target) and a missing target; expected "
+                      f">= {params.min_coverage:.0%}", **ev)
+    bad_size = {n: d for n, d in off.items() if abs(d) > slack}
+    if bad_size:
+        n = max(bad_size, key=lambda k: abs(bad_size[k]))
+        return result("failed", f"{n} holds {sizes[n]} rows ({sizes[n] / n_exp:.1%} of {n_exp}), "
+                      f"expected {shares[n]:.0%} of them ({shares[n] * n_exp:.0f} ± {slack:.0f} "
+                      "rows) as ml-spec.yaml's splits say", **ev)
+    return result("passed", f"every split row is a raw row of {raw.where}, each used once; the "
+                  f"splits hold {coverage:.1%} of the {n_exp} deduplicated raw rows in shares "
+                  + ", ".join(f"{n} {sizes[n] / n_exp:.1%}" for n in sizes), **ev)
+
+
+# -- no exact or near-duplicate row in two splits ----------------------------------------
+class DisjointParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
+    columns_from_spec: bool = Field(default=True, description="hash feature + target columns "
+                                    "of ml-spec.yaml (ids excluded); else every column")
+    digits: int = Field(default=3, ge=1, le=12, description="significant digits numbers are "
+                        "rounded to for near-duplicates")
+
+
+def splits_disjoint(ctx: CheckContext, params: DisjointParams) -> CheckResult:
+
+    spec = ctx.spec() if params.columns_from_spec else None
+    try:
+        splits = load_splits(ctx, params.splits)
+    except Unmeasurable as e:
+        return e.result
+    first = next(iter(splits.frames.values()))
+    if spec and spec.get("feature_columns") and spec.get("target"):
+        cols = [c for c in [*spec["feature_columns"], spec["target"]] if c in first.columns]
+    else:
+        cols = list(first.columns)
+    for name, frame in splits.frames.items():
+        if any(c not in frame.columns for c in cols):
+            return result("failed", f"{name}.csv lacks some of the columns {cols[:5]}...")
+    names = list(splits.frames)
+    total = sum(len(f) for f in splits.frames.values())
+    ev: dict[str, Any] = {"rows": total, "hashed_columns": "spec features + target" if spec
+                          else "all", "near_duplicate_digits": params.digits}
+    exact = {n: splits.hashes(n, cols) for n in names}
+    shared = _cross(exact)
+    ev["shared_rows"] = sum(shared.values())
+    ev["pairs"] = shared
+    if shared:
+        return result("failed", f"measured {sum(shared.values())} row(s) present in two splits "
+                      f"({shared}); expected none", **ev)
+    # near-duplicates: the same row with numbers nudged (rounded on two offset grids)
+    raw_keys: np.ndarray | None = None
+    if spec is not None:
+        try:
+            raw: Raw = load_raw(ctx, spec)
+            if all(c in raw.frame.columns for c in cols):
+                raw_keys = row_hashes([raw.col(c) for c in cols])
+        except Unmeasurable as e:
+            ev["raw"] = e.result.message
+    near: dict[str, int] = {}
+    for grid in (0, 1):
+        keys = {n: row_hashes([_col(splits, n, c) for c in cols], grid) for n in names}
+        for pair, count in _cross(keys, exact, raw_keys).items():
+            near[pair] = max(near.get(pair, 0), count)
+    ev["near_duplicates"] = near
+    if raw_keys is None and spec is not None:
+        ev["note"] = "near-duplicates the raw data holds could not be excused (raw data unread)"
+    if near:
+        return result("failed", f"measured {sum(near.values())} near-duplicate row(s) across "
+                      f"splits ({near}: equal once numbers are rounded to {params.digits} "
+                      "significant digits, and not distinct rows of the raw data); expected none",
+                      **ev)
+    return result("passed", f"no exact or near-duplicate row shared between the {len(names)} "
+                  f"splits ({total} rows hashed)", **ev)
+
+
+def _col(splits: Splits, name: str, col: str) -> Any:
+    return splits.col(name, col)
+
+
+def _cross(keys: dict[str, np.ndarray], exact: dict[str, np.ndarray] | None = None,
+           raw_keys: np.ndarray | None = None) -> dict[str, int]:
+    """Rows of a later split whose key is in an earlier split: {"a & b": count}. With `exact`
+    and `raw_keys`, a pair whose rows are both distinct raw rows (the data holds them both) is
+    not counted."""
+    import numpy as np
+
+    names = list(keys)
+    out: dict[str, int] = {}
+    for j, b in enumerate(names):
+        for a in names[:j]:
+            hit = np.isin(keys[b], keys[a])
+            if exact is not None and raw_keys is not None and hit.any():
+                # excuse rows of b that are raw rows when every row of a sharing their key is too
+                a_bad = keys[a][~np.isin(exact[a], raw_keys)]
+                b_raw = np.isin(exact[b], raw_keys)
+                hit &= ~(b_raw & ~np.isin(keys[b], a_bad))
+            if hit.any():
+                out[f"{a} & {b}"] = int(hit.sum())
+    return out
+
+
+# -- the test split is not easier than a random one --------------------------------------
+class NotEasierParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
+    judged: list[str] = Field(default_factory=lambda: ["test", "valid"])
+    max_rows: int = Field(default=20_000, ge=500, description="rows sampled when larger")
+    folds: int = Field(default=5, ge=2, le=10)
+    z_threshold: float = Field(default=4.0, gt=0, description="fail when the split's mean loss "
+                               "is this many standard errors below a random subset's")
+
+
+def split_not_easier(ctx: CheckContext, params: NotEasierParams) -> CheckResult:
+    import numpy as np
+
+    try:
+        spec, _ids_, features, target = spec_columns(ctx)
+        splits = load_splits(ctx, params.splits)
+    except Unmeasurable as e:
+        return e.result
+    for name, frame in splits.frames.items():
+        lacking = [c for c in [*features, target] if c not in frame.columns]
+        if lacking:
+            return result("failed", f"{name}.csv lacks the columns {lacking[:5]}")
+    rng = np.random.default_rng()  # the gate's own draw, each time
+    member = np.concatenate([np.full(len(f), i) for i, f in enumerate(splits.frames.values())])
+    names = list(splits.frames)
+    take = np.arange(len(member))
+    sampled = len(take) > params.max_rows
+    if sampled:
+        take = np.sort(rng.choice(len(member), params.max_rows, replace=False))
+    regression = spec.get("problem_type") == "regression"
+    import sklearn.ensemble  # noqa: F401 - loads OpenMP, so the limit below applies to it
+    from threadpoolctl import threadpool_limits
+
+    try:
+        # one OpenMP thread per fit: gradient boosting's threads spin badly on a busy machine
+        with threadpool_limits(limits=1, user_api="openmp"):
+            loss = _oof_losses(splits, features, target, take, regression, params.folds, rng)
+    except ValueError as e:
+        return result("error", f"the gate's quick model could not be fitted: {e}")
+    m = member[take]
+    keep = np.isfinite(loss)
+    loss, m = loss[keep], m[keep]
+    n_all = len(loss)
+    mu, sd = float(loss.mean()), float(loss.std(ddof=1))
+    ev: dict[str, Any] = {"rows": n_all, "sampled": sampled, "sample_size": params.max_rows,
+                          "loss": "absolute error" if regression else "log loss",
+                          "mean_loss_all": round(mu, 5), "z_threshold": -params.z_threshold,
+                          "model": "HistGradientBoosting, out-of-fold over all split rows"}
+    worst: tuple[str, float] | None = None
+    for name in params.judged:
+        if name not in names:
+            continue
+        sel = m == names.index(name)
+        n = int(sel.sum())
+        if n < 2 or sd == 0:
+            continue
+        se = sd / math.sqrt(n) * math.sqrt(max(n_all - n, 0) / max(n_all - 1, 1))
+        z = (float(loss[sel].mean()) - mu) / se if se > 0 else 0.0
+        ev[name] = {"rows": n, "mean_loss": round(float(loss[sel].mean()), 5), "z": round(z, 2)}
+        if z < -params.z_threshold and (worst is None or z < worst[1]):
+            worst = (name, z)
+    if worst:
+        name, z = worst
+        return result("failed", f"the {name} split is easier than a random split of its size: "
+                      f"the gate's model has mean {ev['loss']} {ev[name]['mean_loss']} on it vs "
+                      f"{mu:.4f} over all split rows (z = {z:.1f}, expected > "
+                      f"-{params.z_threshold:g})", **ev)
+    shown = ", ".join(f"{n} z = {ev[n]['z']}" for n in params.judged if n in ev)
+    return result("passed", f"no split is easier than a random split of its size ({shown}; "
+                  f"fails below -{params.z_threshold:g})", **ev)
+
+
+def _oof_losses(splits: Splits, features: list[str], target: str, take: np.ndarray,
+                regression: bool, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-row out-of-fold loss of a quick gradient-boosting model over the pooled rows."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    cols = []
+    cats = []
+    for j, c in enumerate(features):
+        parts = [splits.col(n, c) for n in splits.frames]
+        num = np.concatenate([p.number for p in parts])[take]
+        txt = np.concatenate([p.text for p in parts])[take]
+        is_txt = np.array([t is not None for t in txt])
+        if is_txt.mean() > 0.05:  # a text column: codes of its (at most 250) commonest values
+            vals, inv, counts = np.unique(np.where(is_txt, txt, "").astype(str),
+                                          return_inverse=True, return_counts=True)
+            order = np.argsort(-counts)
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            code = rank[inv].astype(float)
+            code[code >= 250] = 250
+            code[~is_txt] = np.nan
+            cols.append(code)
+            cats.append(j)
+        else:
+            cols.append(num)
+    X = np.column_stack(cols) if cols else np.zeros((len(take), 1))
+    y_parts = [splits.col(n, target) for n in splits.frames]
+    if regression:
+        y = np.concatenate([p.number for p in y_parts])[take]
+        if np.isnan(y).any():
+            raise ValueError("the target is not numeric in every split row")
+    else:
+        num = np.concatenate([p.number for p in y_parts])[take]
+        txt = np.concatenate([p.text for p in y_parts])[take]
+        y = np.array([repr(float(a)) if t is None else str(t) for a, t in zip(num, txt,
+                                                                              strict=True)])
+    order = rng.permutation(len(take))
+    fold_of = np.empty(len(take), dtype=int)
+    fold_of[order] = np.arange(len(take)) % folds
+    loss = np.full(len(take), np.nan)
+    mask = np.zeros(X.shape[1], dtype=bool)
+    mask[cats] = True
+    for k in range(folds):
+        tr, te = fold_of != k, fold_of == k
+        kw = dict(max_iter=60, learning_rate=0.1, max_leaf_nodes=15, early_stopping=False,
+                  categorical_features=mask if mask.any() else None,
+                  random_state=int(rng.integers(1 << 31)))
+        if regression:
+            model = HistGradientBoostingRegressor(**kw).fit(X[tr], y[tr])  # type: ignore[arg-type]
+            loss[te] = np.abs(model.predict(X[te]) - y[te])
+        else:
+            model = HistGradientBoostingClassifier(**kw).fit(X[tr], y[tr])  # type: ignore[arg-type]
+            proba = model.predict_proba(X[te])
+            index = {c: i for i, c in enumerate(model.classes_)}
+            p = np.array([proba[r, index[v]] if v in index else 0.0
+                          for r, v in enumerate(y[te])])
+            loss[te] = -np.log(np.clip(p, 1e-6, 1.0))
+    return loss
