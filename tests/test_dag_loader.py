@@ -85,7 +85,7 @@ with DAG("pipe", schedule="0 2 * * *", start_date=datetime(2024, 1, 1), default_
 
 
 def bash(a: str = "python -m pipeline.steps", b: str = "python scripts/validate.py",
-         c: str = "python -m pipeline.steps", chain: str = "ingest >> validate >> features") -> str:
+         c: str = "python -m pipeline.steps --features", chain: str = "ingest >> validate >> features") -> str:
     return BASH.format(a=a, b=b, c=c, chain=chain)
 
 
@@ -266,7 +266,7 @@ def test_dag_parses_checks_the_spec_schedule_and_trigger_rules(project: Path) ->
         retrain = BashOperator(task_id="retrain", cwd=str(PROJECT),
                                bash_command="python -m pipeline.steps")
         canary = BashOperator(task_id="canary", cwd=str(PROJECT),
-                              bash_command="python -m pipeline.steps")
+                              bash_command="python -m pipeline.steps --canary")
         check >> retrain >> canary
     '''
     assert judge(project, body, "dag_parses").status == "passed"
@@ -275,3 +275,46 @@ def test_dag_parses_checks_the_spec_schedule_and_trigger_rules(project: Path) ->
     r = judge(project, body.replace('task_id="retrain",', 'task_id="retrain", '
                                     'trigger_rule="all_done",'), "dag_parses")
     assert r.status == "failed" and "trigger_rule 'all_done'" in r.message, r
+
+
+def test_cycles_repeated_steps_help_and_hidden_stubs_fail(project: Path) -> None:
+    r = judge(project, bash(chain="ingest >> validate >> features >> ingest"))
+    assert r.status == "failed" and "cycle" in r.message, r
+    r = judge(project, bash(c="python -m pipeline.steps"))
+    assert r.status == "failed" and "run the same thing" in r.message, r
+    r = judge(project, bash(b="python scripts/validate.py --help"))
+    assert r.status == "failed" and "help" in r.message, r
+    (project / "scripts" / "hollow.py").write_text(
+        "def main():\n    print('validated')\n\n\nif __name__ == '__main__':\n    main()\n")
+    r = judge(project, bash(b="python scripts/hollow.py"))
+    assert r.status == "failed" and "does nothing but print" in r.message, r
+
+
+def test_python_callables_that_swallow_failures_fail(project: Path) -> None:
+    body = '''
+    sys.path.insert(0, str(PROJECT))
+    from pipeline import steps
+
+    def validate_quietly():
+        try:
+            steps.validate()
+        except Exception as e:
+            print("validation failed, carrying on", e)
+
+    def validate_strictly():
+        try:
+            steps.validate()
+        except Exception:
+            print("validation failed")
+            raise
+
+    with DAG("pipe", schedule="@daily", start_date=datetime(2024, 1, 1), default_args=ARGS):
+        a = PythonOperator(task_id="ingest", python_callable=steps.ingest)
+        b = PythonOperator(task_id="validate", python_callable=validate_quietly)
+        c = PythonOperator(task_id="features", python_callable=steps.features)
+        a >> b >> c
+    '''
+    r = judge(project, body)
+    assert r.status == "failed" and "swallows failures" in r.message, r
+    assert judge(project, body.replace("=validate_quietly", "=validate_strictly")).status == \
+        "passed"

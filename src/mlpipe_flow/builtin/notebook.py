@@ -5,6 +5,7 @@ with its outputs: the profile of the data, and plots. The gate runs it again and
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -39,21 +40,21 @@ EDA_CELLS: list[tuple[str, str]] = [
              "    print(shares.to_string())\n"
              "    shares.plot.bar(ax=ax)\n"
              "ax.set_title(f'{target}')\n"
-             "plt.tight_layout()\n"
              "plt.show()"),
     ("markdown", "## Numeric features"),
     ("code", "numeric = [c for c in spec['feature_columns'] if pd.api.types.is_numeric_dtype(df[c])]\n"
              "print(df[numeric].describe().T.round(3).to_string() if numeric else 'no numeric features')\n"
              "if numeric:\n"
-             "    shown = numeric[:12]\n"
+             "    shown = numeric[:8]\n"
              "    rows = (len(shown) + 3) // 4\n"
-             "    fig, axes = plt.subplots(rows, 4, figsize=(14, 3 * rows), squeeze=False)\n"
+             "    fig, axes = plt.subplots(rows, 4, figsize=(12, 2.6 * rows), squeeze=False)\n"
              "    for ax, c in zip(axes.flat, shown):\n"
              "        df[c].plot.hist(bins=30, ax=ax)\n"
              "        ax.set_title(c[:40], fontsize=9)\n"
+             "        ax.set_ylabel('')\n"
              "    for ax in list(axes.flat)[len(shown):]:\n"
              "        ax.axis('off')\n"
-             "    plt.tight_layout()\n"
+             "    fig.subplots_adjust(hspace=0.45, wspace=0.3)\n"
              "    plt.show()"),
     ("markdown", "## Categorical features"),
     ("code", "categorical = [c for c in spec['feature_columns'] if c not in numeric]\n"
@@ -66,7 +67,6 @@ EDA_CELLS: list[tuple[str, str]] = [
              "    if len(corr):\n"
              "        corr.sort_values().plot.barh(figsize=(6, 0.3 * len(corr) + 1),\n"
              "                                     title=f'correlation with {target}')\n"
-             "        plt.tight_layout()\n"
              "        plt.show()\n"
              "else:\n"
              "    positive = spec.get('positive_class')\n"
@@ -102,12 +102,15 @@ def build(workspace: Path, context: dict[str, Any], folder: str = "eda_notebooks
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "Python 3", "language": "python"}), encoding="utf-8")
         km = KernelManager(kernel_name="python3", connection_file=str(Path(tmp) / "conn.json"),
+                           transport="ipc" if os.name == "posix" else "tcp",
                            kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir.parent)]))
-        import os
-
         env = {**os.environ, "MPLCONFIGDIR": str(Path(tmp) / "mpl"),
                "IPYTHONDIR": str(Path(tmp) / "ipython"), "PYTHONDONTWRITEBYTECODE": "1"}
-        NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, allow_errors=False,
-                       resources={"metadata": {"path": str(cwd)}}).execute(env=env)
+        try:
+            NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, allow_errors=False,
+                           resources={"metadata": {"path": str(cwd)}}).execute(env=env)
+        finally:  # nbclient leaves a kernel it did not start to its owner
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     nbformat.validate(nb)
     return nb

@@ -167,11 +167,14 @@ def _judge_dag(ctx: CheckContext, rel: str, root: Path, dag: dict[str, Any], ord
         if not hits:
             return fail(3, f"no task whose id contains {frag!r} (task ids: {sorted(tasks)})")
         candidates.append(hits)
+    cycle = _cycle(edges)
+    if cycle:
+        return fail(2, f"the dependencies form a cycle ({' >> '.join(cycle)}); Airflow rejects it")
     path = _path(candidates, edges)
     if path is None:
         for i in range(len(order) - 1):
-            fa, fb, a, b = order[i], order[i + 1], candidates[i], candidates[i + 1]
-            if not any(_reaches(edges, x, y) for x in a for y in b):
+            fa, fb = order[i], order[i + 1]
+            if not any(_reaches(edges, x, y) for x in candidates[i] for y in candidates[i + 1]):
                 return fail(2, f"tasks not in order {' -> '.join(order)}: no dependency path "
                             f"from a '{fa}' task to a '{fb}' task (measured edges: "
                             f"{ev['edges'] or 'none'})")
@@ -181,6 +184,12 @@ def _judge_dag(ctx: CheckContext, rel: str, root: Path, dag: dict[str, Any], ord
     for step in path:
         if real[step]:
             return fail(1, f"task {step!r} {real[step]}")
+    runs = {step: _what_it_runs(tasks[step]) for step in path}
+    for i, first in enumerate(path):
+        for second in path[i + 1:]:
+            if runs[first] == runs[second]:
+                return fail(1, f"tasks {first!r} and {second!r} run the same thing "
+                            f"({_clip(runs[first])}): each step must run its own code")
     for before, after in zip(path, path[1:], strict=False):
         rule = tasks[after].get("trigger_rule") or "all_success"
         if rule in RUNS_AFTER_FAILURE:
@@ -203,6 +212,41 @@ def _judge_dag(ctx: CheckContext, rel: str, root: Path, dag: dict[str, Any], ord
     return result("passed", f"{name} loads as Airflow loads it, with "
                   f"schedule {schedule!r}: {' -> '.join(path)}, each running workspace code",
                   **ev)
+
+
+def _what_it_runs(task: dict[str, Any]) -> str:
+    if task.get("kind") == "bash":
+        return " ".join(str(task.get("bash_command") or "").split()) + f" @ {task.get('cwd')}"
+    return f"{task.get('callable')}({task.get('arguments', '')})"
+
+
+def _cycle(edges: list[tuple[str, str]]) -> list[str] | None:
+    graph: dict[str, list[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, []).append(b)
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in graph.get(n, []):
+            if state.get(m) == 1:
+                return [*stack[stack.index(m):], m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for node in list(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
 
 
 def _path(candidates: list[list[str]], edges: list[tuple[str, str]]) -> list[str] | None:
@@ -242,10 +286,21 @@ def _runs_real_code(task: dict[str, Any], root: Path, dags_rel: Path) -> str | N
     if kind in ("python", "branch", "short_circuit", "custom"):
         targets = task.get("targets") or []
         dags_dir = (root / dags_rel).resolve()
+        for t in targets:  # the callable itself first, then what it calls
+            f = Path(str(t.get("file", ""))).resolve()
+            if not _inside(f, root.resolve()):
+                continue
+            src = Source(f)
+            line = int(t.get("line") or 0)
+            caught = src.swallows_at(line)
+            if caught and (t is targets[0] or not _inside(f, dags_dir)):
+                return (f"calls {t.get('name')}, which swallows failures (a broad except at "
+                        f"{f.relative_to(root.resolve())}:{caught} that neither raises nor exits "
+                        "non-zero)")
         for t in targets:
             f = Path(str(t.get("file", ""))).resolve()
             if _inside(f, root.resolve()) and not _inside(f, dags_dir) and \
-                    not _stub_def(f, int(t.get("line") or 0), str(t.get("kind"))):
+                    not Source(f).stub_at(int(t.get("line") or 0)):
                 return None
         shown = ", ".join(str(t.get("name")) for t in targets[:4]) or task.get("callable")
         return (f"calls {task.get('callable')} (reaching {shown}), which is no function of a "
@@ -264,47 +319,105 @@ def _inside(p: Path, folder: Path) -> bool:
     return True
 
 
-def _stub_def(file: Path, line: int, kind: str) -> bool:
-    """True when the function (or class) at `line` of `file` does nothing real."""
-    try:
-        tree = ast.parse(file.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+class Source:
+    """A Python file of the workspace, read to judge whether code does real work: a function
+    whose calls are only prints, logging, sleeps or the file's own stub functions is a stub."""
+
+    def __init__(self, file: Path) -> None:
+        try:
+            self.tree: ast.Module | None = ast.parse(file.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            self.tree = None
+        self.defs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+        if self.tree is not None:
+            for node in ast.walk(self.tree):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self.defs.setdefault(node.name, node)
+        self._stubs: dict[str, bool] = {}
+
+    def node_at(self, line: int) -> ast.AST | None:
+        if self.tree is None:
+            return None
+        for node in ast.walk(self.tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
+                    line in {node.lineno, *(d.lineno for d in node.decorator_list)}:
+                return node
+        return None
+
+    def stub_function(self, name: str) -> bool:
+        if name not in self._stubs:
+            self._stubs[name] = True  # recursion counts as idle
+            self._stubs[name] = self.stub_body(self.defs[name].body)
+        return self._stubs[name]
+
+    def stub_body(self, body: list[ast.stmt]) -> bool:
+        """Only constants, prints, logging, sleeps, returns, this file's stub functions."""
+        for stmt in body:
+            for n in ast.walk(stmt):
+                if isinstance(n, ast.Call):
+                    f = n.func
+                    name = f.id if isinstance(f, ast.Name) else f.attr if \
+                        isinstance(f, ast.Attribute) else ""
+                    if name in IDLE_CALLS:
+                        continue
+                    if isinstance(f, ast.Name) and name in self.defs and self.stub_function(name):
+                        continue
+                    return False
+                if isinstance(n, (ast.With, ast.AsyncWith, ast.For, ast.While, ast.AugAssign)):
+                    return False
         return True
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            lines = {node.lineno, *(d.lineno for d in node.decorator_list)}
-            if line in lines:
-                if isinstance(node, ast.ClassDef):
-                    return not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                                   and not _stub_body(n.body) for n in node.body)
-                return _stub_body(node.body)
-    return False  # e.g. a lambda or a line the parser places elsewhere: judged by its callees
+
+    def stub_at(self, line: int) -> bool:
+        node = self.node_at(line)
+        if node is None:
+            return False  # e.g. a lambda: judged by what it calls
+        if isinstance(node, ast.ClassDef):
+            return not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                           and not self.stub_body(n.body) for n in node.body)
+        assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        return self.stub_body(node.body)
+
+    def script_is_stub(self) -> bool:
+        if self.tree is None:
+            return True
+        top = [s for s in self.tree.body if not isinstance(s, (ast.FunctionDef,
+                                                                ast.AsyncFunctionDef))]
+        return self.stub_body(top)
+
+    def swallows_at(self, line: int) -> int | None:
+        """The line of a broad `except` (bare, Exception, BaseException) in the function at
+        `line` that neither re-raises nor exits non-zero: its failure never reaches Airflow."""
+        node = self.node_at(line)
+        if node is None:
+            return None
+        for n in ast.walk(node):
+            if isinstance(n, ast.ExceptHandler) and _broad(n.type) and not _fails(n.body):
+                return n.lineno
+        return None
 
 
-def _stub_body(body: list[ast.stmt]) -> bool:
-    """Only constants, prints, logging, sleeps, returns of constants: no work."""
+def _broad(kind: ast.expr | None) -> bool:
+    if kind is None:
+        return True
+    names = kind.elts if isinstance(kind, ast.Tuple) else [kind]
+    return any((isinstance(k, ast.Name) and k.id in ("Exception", "BaseException")) or
+               (isinstance(k, ast.Attribute) and k.attr in ("Exception", "BaseException"))
+               for k in names)
+
+
+def _fails(body: list[ast.stmt]) -> bool:
     for stmt in body:
         for n in ast.walk(stmt):
+            if isinstance(n, ast.Raise):
+                return True
             if isinstance(n, ast.Call):
                 f = n.func
                 name = f.id if isinstance(f, ast.Name) else f.attr if \
                     isinstance(f, ast.Attribute) else ""
-                if name not in IDLE_CALLS:
-                    return False
-            elif isinstance(n, (ast.Import, ast.ImportFrom, ast.With, ast.For, ast.While,
-                                ast.AugAssign)):
-                if isinstance(n, (ast.Import, ast.ImportFrom)):
-                    continue
-                return False
-    return True
-
-
-def _script_is_stub(path: Path) -> bool:
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return True
-    return _stub_body(tree.body)
+                if name in ("exit", "_exit", "abort") and not (
+                        n.args and isinstance(n.args[0], ast.Constant) and n.args[0].value in (0, None)):
+                    return True
+    return False
 
 
 _SEP = {"&&", "||", ";", "|", "&", ";;", "\n"}
@@ -442,6 +555,8 @@ def _code_target(words: list[str], here: Path | None, env: dict[str, str], root:
             args = args[2:] if args[0] in ("-W", "-X") else args[1:]
         if not args:
             return None, "starts python without a script"
+        if any(a in ("-h", "--help", "--version") for a in args):
+            return None, f"only asks {' '.join(args[:3])} for its help or version"
         if args[0] == "-c":
             return None, "runs inline python -c code instead of a workspace script or module"
         if args[0] == "-m":
@@ -485,7 +600,7 @@ def _path_target(word: str, here: Path | None, env: dict[str, str], root: Path,
 def _judge_file(p: Path, shown: str, root: Path, dags_dir: Path) -> tuple[str | None, str | None]:
     if _inside(p, dags_dir):
         return None, f"runs {shown}, which lives in airflow_dags/ (keep task code out of it)"
-    if p.suffix == ".py" and _script_is_stub(p):
+    if p.suffix == ".py" and Source(p).script_is_stub():
         return None, f"runs {shown}, which does nothing but print, log or sleep"
     return shown, None
 

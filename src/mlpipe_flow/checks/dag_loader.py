@@ -155,6 +155,7 @@ def _describe_task(t, dag_file: Path) -> dict:
         rec["kind"] = ("branch" if "branch" in low else "short_circuit"
                        if "short" in low else "python")
         rec["callable"] = _qualname(fn)
+        rec["arguments"] = _arguments(t, fn)
         rec["targets"] = _targets(fn, dag_file.parent)
     elif kind_name in ("EmptyOperator", "DummyOperator"):
         rec["kind"] = "empty"
@@ -167,6 +168,17 @@ def _describe_task(t, dag_file: Path) -> dict:
         else:
             rec["kind"] = "other"
     return rec
+
+
+def _arguments(t, fn) -> str:
+    args = list(getattr(t, "op_args", None) or [])
+    kwargs = dict(getattr(t, "op_kwargs", None) or {})
+    if isinstance(fn, functools.partial):
+        args, kwargs = [*fn.args, *args], {**fn.keywords, **kwargs}
+    try:
+        return repr((args, sorted(kwargs.items())))[:300]
+    except Exception:  # noqa: BLE001
+        return "?"
 
 
 def _int(x) -> int:

@@ -199,7 +199,7 @@ def schema_fits_data(ctx: CheckContext, params: SchemaFitsParams) -> CheckResult
     except (OSError, ValueError, KeyError, TypeError) as e:
         return result("failed", f"{params.schema_path} is missing or has no columns: {e}")
     try:
-        spec, _ids, _features, target = spec_columns(ctx)
+        spec, ids, _features, target = spec_columns(ctx)
         raw = load_raw(ctx, spec)
     except Unmeasurable as e:
         return e.result
@@ -211,7 +211,7 @@ def schema_fits_data(ctx: CheckContext, params: SchemaFitsParams) -> CheckResult
         if name not in raw.frame.columns:
             problems.append(f"{name}: not a column of the raw data")
             continue
-        why, seen = _misfit(col, raw.col(name), kept, params)
+        why, seen = _misfit(col, raw.col(name), kept, params, name in ids)
         measured[name] = seen
         if why:
             problems.append(f"{name}: {why}")
@@ -226,7 +226,7 @@ def schema_fits_data(ctx: CheckContext, params: SchemaFitsParams) -> CheckResult
                   f"{raw.where} (ranges, categories, nullability)", **ev)
 
 
-def _misfit(col: dict[str, Any], c: Any, kept: Any, params: SchemaFitsParams
+def _misfit(col: dict[str, Any], c: Any, kept: Any, params: SchemaFitsParams, is_id: bool
             ) -> tuple[str | None, dict[str, Any]]:
     import numpy as np
     import pandas as pd
@@ -284,6 +284,9 @@ def _misfit(col: dict[str, Any], c: Any, kept: Any, params: SchemaFitsParams
         return None, seen
     if kind == "string":
         present = len(texts) + len(nums)
+        if len(nums) and not texts and not is_id:
+            return (f"typed string (any text), but its {len(nums)} values are numbers: give it a "
+                    "numeric type and its range"), seen
         many = len(distinct) > MAX_LISTED or len(distinct) >= params.string_min_share * present
         if len(distinct) <= params.string_min_distinct or not many:
             return (f"typed string (any text), but it holds only {len(distinct)} distinct values "

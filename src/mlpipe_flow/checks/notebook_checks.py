@@ -91,9 +91,6 @@ def notebook_valid(ctx: CheckContext, params: NotebookParams) -> CheckResult:
     if not params.execute:
         return result("passed", f"{len(files)} valid notebook(s) (nbformat 4), not executed",
                       notebooks=measured)
-    why = _kernel_missing(ctx)
-    if why:
-        return result("error", f"cannot execute the notebooks: {why}", notebooks=measured)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mlpipe-nb-", dir=ctx.scratch) as tmp:
@@ -142,6 +139,7 @@ def _run_and_compare(ctx: CheckContext, params: NotebookParams, rel: str, nb: An
     fresh.cells.insert(0, nbformat.v4.new_code_cell(AUDIT))
     fresh.cells.append(nbformat.v4.new_code_cell(REPORT))
     km = KernelManager(kernel_name=KERNEL, connection_file=str(kernels.parent / "kernel-conn.json"),
+                       transport="ipc" if os.name == "posix" else "tcp",
                        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
     client = NotebookClient(fresh, km=km, timeout=params.cell_timeout_s, allow_errors=False,
                             resources={"metadata": {"path": str((root / rel).parent)}})
@@ -149,7 +147,11 @@ def _run_and_compare(ctx: CheckContext, params: NotebookParams, rel: str, nb: An
                                    "IPYTHONDIR": str(kernels.parent / "ipython"),
                                    "MPLCONFIGDIR": str(kernels.parent / "mpl")})
     try:
-        client.execute(env=env)
+        try:
+            client.execute(env=env)
+        finally:  # nbclient leaves a kernel it did not start to its owner
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     except CellTimeoutError:
         return "failed", (f"{rel}: a cell ran longer than {params.cell_timeout_s:.0f}s in a "
                           "fresh kernel")
@@ -159,6 +161,11 @@ def _run_and_compare(ctx: CheckContext, params: NotebookParams, rel: str, nb: An
                           f"{lines[-1][:200] if lines else 'a cell raised'}")
     except DeadKernelError as e:
         return "failed", f"{rel}: the kernel died while running it ({e})"
+    except RuntimeError as e:  # the kernel did not start: say why if it is ours to say
+        why = _kernel_missing(ctx)
+        if why:
+            return "error", f"cannot execute {rel}: {why}"
+        return "error", f"cannot execute {rel}: the kernel did not start ({e})"
     seen = _seen(fresh.cells.pop())
     fresh.cells.pop(0)
     saved = [c for c in nb.cells if c.cell_type == "code"]

@@ -57,9 +57,9 @@ def _ids(frame: Any, ids: list[str], rows: Any, limit: int = 3) -> list[str]:
 class FromRawParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     splits: list[str] = Field(default_factory=lambda: list(SPLITS))
-    min_coverage: float = Field(default=0.98, ge=0, le=1, description="share of the raw rows "
+    min_coverage: float = Field(default=0.99, ge=0, le=1, description="share of the raw rows "
                                 "(deduplicated on features + target, target present) in a split")
-    share_tolerance: float = Field(default=0.01, ge=0, le=1, description="each split's size may "
+    share_tolerance: float = Field(default=0.005, ge=0, le=1, description="each split's size may "
                                    "differ from its share of those rows by this fraction of them")
     min_row_slack: int = Field(default=2, ge=0, description="... or by this many rows")
 
@@ -246,10 +246,15 @@ class NotEasierParams(BaseModel):
     max_rows: int = Field(default=20_000, ge=500, description="rows sampled when larger")
     folds: int = Field(default=5, ge=2, le=10)
     z_threshold: float = Field(default=4.0, gt=0, description="fail when the split's mean loss "
-                               "is this many standard errors below a random subset's")
+                               "is this many standard errors below a random subset's (or the "
+                               "raw rows left out of the splits this many above)")
 
 
 def split_not_easier(ctx: CheckContext, params: NotEasierParams) -> CheckResult:
+    """Out-of-fold per-row losses of the gate's own quick model over all split rows: the test
+    (and validation) split's mean loss against the distribution of the mean of a random subset
+    of its size (a z-test, finite-population corrected), and the raw rows left out of the
+    splits (if any) against the split rows: dropping the hard rows is the same lie."""
     import numpy as np
 
     try:
@@ -262,20 +267,23 @@ def split_not_easier(ctx: CheckContext, params: NotEasierParams) -> CheckResult:
         if lacking:
             return result("failed", f"{name}.csv lacks the columns {lacking[:5]}")
     rng = np.random.default_rng()  # the gate's own draw, each time
-    member = np.concatenate([np.full(len(f), i) for i, f in enumerate(splits.frames.values())])
     names = list(splits.frames)
+    member = np.concatenate([np.full(len(splits.frames[n]), i) for i, n in enumerate(names)])
     take = np.arange(len(member))
     sampled = len(take) > params.max_rows
     if sampled:
         take = np.sort(rng.choice(len(member), params.max_rows, replace=False))
     regression = spec.get("problem_type") == "regression"
+    pooled = {c: _pool([splits.col(n, c) for n in names], take) for c in [*features, target]}
+    left_out, why_not = _left_out(ctx, spec, splits, features, target)
     import sklearn.ensemble  # noqa: F401 - loads OpenMP, so the limit below applies to it
     from threadpoolctl import threadpool_limits
 
     try:
         # one OpenMP thread per fit: gradient boosting's threads spin badly on a busy machine
         with threadpool_limits(limits=1, user_api="openmp"):
-            loss = _oof_losses(splits, features, target, take, regression, params.folds, rng)
+            loss, out_loss = _losses(pooled, left_out, features, target, regression,
+                                     params.folds, rng)
     except ValueError as e:
         return result("error", f"the gate's quick model could not be fitted: {e}")
     m = member[take]
@@ -285,7 +293,7 @@ def split_not_easier(ctx: CheckContext, params: NotEasierParams) -> CheckResult:
     mu, sd = float(loss.mean()), float(loss.std(ddof=1))
     ev: dict[str, Any] = {"rows": n_all, "sampled": sampled, "sample_size": params.max_rows,
                           "loss": "absolute error" if regression else "log loss",
-                          "mean_loss_all": round(mu, 5), "z_threshold": -params.z_threshold,
+                          "mean_loss_all": round(mu, 5), "z_threshold": params.z_threshold,
                           "model": "HistGradientBoosting, out-of-fold over all split rows"}
     worst: tuple[str, float] | None = None
     for name in params.judged:
@@ -306,67 +314,138 @@ def split_not_easier(ctx: CheckContext, params: NotEasierParams) -> CheckResult:
                       f"the gate's model has mean {ev['loss']} {ev[name]['mean_loss']} on it vs "
                       f"{mu:.4f} over all split rows (z = {z:.1f}, expected > "
                       f"-{params.z_threshold:g})", **ev)
+    if out_loss is not None and len(out_loss) >= 3 and sd > 0:
+        z = (float(out_loss.mean()) - mu) / (sd / math.sqrt(len(out_loss)))
+        ev["left_out"] = {"rows": len(out_loss), "mean_loss": round(float(out_loss.mean()), 5),
+                          "z": round(z, 2)}
+        if z > params.z_threshold:
+            return result("failed", f"the {len(out_loss)} raw rows left out of the splits are "
+                          f"harder than the split rows: mean {ev['loss']} "
+                          f"{out_loss.mean():.4f} vs {mu:.4f} (z = {z:.1f}, expected < "
+                          f"{params.z_threshold:g}); only duplicates and rows without a target "
+                          "may be dropped", **ev)
+    elif why_not:
+        ev["left_out"] = why_not
     shown = ", ".join(f"{n} z = {ev[n]['z']}" for n in params.judged if n in ev)
     return result("passed", f"no split is easier than a random split of its size ({shown}; "
                   f"fails below -{params.z_threshold:g})", **ev)
 
 
-def _oof_losses(splits: Splits, features: list[str], target: str, take: np.ndarray,
-                regression: bool, folds: int, rng: np.random.Generator) -> np.ndarray:
-    """Per-row out-of-fold loss of a quick gradient-boosting model over the pooled rows."""
+def _pool(cols: list[Any], take: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(numbers, texts) of a column over the pooled split rows `take`."""
     import numpy as np
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    cols = []
-    cats = []
+    return (np.concatenate([c.number for c in cols])[take],
+            np.concatenate([c.text for c in cols])[take])
+
+
+def _left_out(ctx: CheckContext, spec: dict[str, Any], splits: Splits, features: list[str],
+              target: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]] | None, str]:
+    """The raw rows (deduplicated, with a target) in no split, as (numbers, texts) columns."""
+    import numpy as np
+
+    try:
+        raw = load_raw(ctx, spec)
+    except Unmeasurable as e:
+        return None, f"not measured: {e.result.message}"
+    ft = [*features, target]
+    if any(c not in raw.frame.columns for c in ft):
+        return None, "not measured: the raw data lacks spec columns"
+    keys = row_hashes([raw.col(c) for c in ft])
+    has_target = ~raw.col(target).missing
+    _, first = np.unique(keys, return_index=True)
+    is_first = np.zeros(len(keys), dtype=bool)
+    is_first[first] = True
+    got = np.concatenate([splits.hashes(n, ft) for n in splits.frames])
+    rows = np.flatnonzero(is_first & has_target & ~np.isin(keys, got))
+    if not len(rows):
+        return None, "no raw row is left out"
+    return {c: (raw.col(c).number[rows], raw.col(c).text[rows]) for c in ft}, ""
+
+
+def _encode(pooled: dict[str, tuple[np.ndarray, np.ndarray]],
+            extra: dict[str, tuple[np.ndarray, np.ndarray]] | None, features: list[str]
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Feature matrices: numbers as they are; a text column as codes of its (at most 250)
+    commonest values in the pooled rows, the rest one code, missing NaN."""
+    import numpy as np
+
+    cols, extra_cols, cats = [], [], []
     for j, c in enumerate(features):
-        parts = [splits.col(n, c) for n in splits.frames]
-        num = np.concatenate([p.number for p in parts])[take]
-        txt = np.concatenate([p.text for p in parts])[take]
-        is_txt = np.array([t is not None for t in txt])
-        if is_txt.mean() > 0.05:  # a text column: codes of its (at most 250) commonest values
-            vals, inv, counts = np.unique(np.where(is_txt, txt, "").astype(str),
-                                          return_inverse=True, return_counts=True)
-            order = np.argsort(-counts)
-            rank = np.empty_like(order)
-            rank[order] = np.arange(len(order))
-            code = rank[inv].astype(float)
-            code[code >= 250] = 250
-            code[~is_txt] = np.nan
-            cols.append(code)
+        num, txt = pooled[c]
+        is_txt = np.array([t is not None for t in txt], dtype=bool)
+        if len(is_txt) and is_txt.mean() > 0.05:
+            vals, counts = np.unique(txt[is_txt].astype(str), return_counts=True)
+            top = vals[np.argsort(-counts, kind="stable")][:250]
+            code = {v: float(i) for i, v in enumerate(top)}
+
+            def enc(t: np.ndarray, code: dict[str, float] = code) -> np.ndarray:
+                return np.array([np.nan if v is None else code.get(str(v), 250.0) for v in t])
+            cols.append(enc(txt))
+            if extra is not None:
+                extra_cols.append(enc(extra[c][1]))
             cats.append(j)
         else:
             cols.append(num)
-    X = np.column_stack(cols) if cols else np.zeros((len(take), 1))
-    y_parts = [splits.col(n, target) for n in splits.frames]
-    if regression:
-        y = np.concatenate([p.number for p in y_parts])[take]
-        if np.isnan(y).any():
-            raise ValueError("the target is not numeric in every split row")
-    else:
-        num = np.concatenate([p.number for p in y_parts])[take]
-        txt = np.concatenate([p.text for p in y_parts])[take]
-        y = np.array([repr(float(a)) if t is None else str(t) for a, t in zip(num, txt,
-                                                                              strict=True)])
-    order = rng.permutation(len(take))
-    fold_of = np.empty(len(take), dtype=int)
-    fold_of[order] = np.arange(len(take)) % folds
-    loss = np.full(len(take), np.nan)
+            if extra is not None:
+                extra_cols.append(extra[c][0])
+    n = len(pooled[features[0]][0]) if features else 0
+    X = np.column_stack(cols) if cols else np.zeros((n, 1))
+    X_extra = (np.column_stack(extra_cols) if extra_cols else None) if extra is not None else None
     mask = np.zeros(X.shape[1], dtype=bool)
     mask[cats] = True
+    return X, X_extra, mask
+
+
+def _labels(pair: tuple[np.ndarray, np.ndarray], regression: bool) -> np.ndarray:
+    import numpy as np
+
+    num, txt = pair
+    if regression:
+        if np.isnan(num).any():
+            raise ValueError("the target is not numeric in every row")
+        return num
+    return np.array([repr(float(a)) if t is None else str(t) for a, t in zip(num, txt,
+                                                                          strict=True)])
+
+
+def _losses(pooled: dict[str, tuple[np.ndarray, np.ndarray]],
+            left_out: dict[str, tuple[np.ndarray, np.ndarray]] | None, features: list[str],
+            target: str, regression: bool, folds: int, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-row out-of-fold losses over the pooled rows, and the losses of a model fitted on
+    all of them on the left-out raw rows."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    X, X_out, mask = _encode(pooled, left_out, features)
+    y = _labels(pooled[target], regression)
+    y_out = _labels(left_out[target], regression) if left_out is not None else None
+    n = len(y)
+    fold_of = np.empty(n, dtype=int)
+    fold_of[rng.permutation(n)] = np.arange(n) % folds
+
+    def fit(rows: np.ndarray) -> Any:
+        kw: dict[str, Any] = dict(max_iter=60, learning_rate=0.1, max_leaf_nodes=15,
+                                  early_stopping=False, random_state=int(rng.integers(1 << 31)),
+                                  categorical_features=mask if mask.any() else None)
+        est = HistGradientBoostingRegressor(**kw) if regression else \
+            HistGradientBoostingClassifier(**kw)
+        return est.fit(X[rows], y[rows])
+
+    def loss_of(model: Any, Xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        if regression:
+            return np.abs(model.predict(Xs) - ys)
+        proba = model.predict_proba(Xs)
+        index = {c: i for i, c in enumerate(model.classes_)}
+        p = np.array([proba[r, index[v]] if v in index else 0.0 for r, v in enumerate(ys)])
+        return -np.log(np.clip(p, 1e-6, 1.0))
+
+    loss = np.full(n, np.nan)
     for k in range(folds):
         tr, te = fold_of != k, fold_of == k
-        kw = dict(max_iter=60, learning_rate=0.1, max_leaf_nodes=15, early_stopping=False,
-                  categorical_features=mask if mask.any() else None,
-                  random_state=int(rng.integers(1 << 31)))
-        if regression:
-            model = HistGradientBoostingRegressor(**kw).fit(X[tr], y[tr])  # type: ignore[arg-type]
-            loss[te] = np.abs(model.predict(X[te]) - y[te])
-        else:
-            model = HistGradientBoostingClassifier(**kw).fit(X[tr], y[tr])  # type: ignore[arg-type]
-            proba = model.predict_proba(X[te])
-            index = {c: i for i, c in enumerate(model.classes_)}
-            p = np.array([proba[r, index[v]] if v in index else 0.0
-                          for r, v in enumerate(y[te])])
-            loss[te] = -np.log(np.clip(p, 1e-6, 1.0))
-    return loss
+        loss[te] = loss_of(fit(tr), X[te], y[te])
+    out = None
+    if X_out is not None and y_out is not None and len(y_out):
+        out = loss_of(fit(np.ones(n, dtype=bool)), X_out, y_out)
+    return loss, out

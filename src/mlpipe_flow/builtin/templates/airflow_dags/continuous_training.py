@@ -30,7 +30,7 @@ default_args = {
 }
 
 with DAG(
-    dag_id="continuous_training",
+    dag_id="continuous_ml_training",
     schedule=SCHEDULE,
     start_date=datetime(2024, 1, 1),
     catchup=False,
