@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow import proc
 from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.scratch import copy_workspace
 from mlpipe_flow.models import CheckResult
 
 LOADER = Path(__file__).with_name("dag_loader.py")
 STANDIN = Path(__file__).with_name("airflow_standin")
-COPY_IGNORED = (".git", ".venv", "venv", ".mlpipe", "__pycache__", "node_modules", "mlruns",
-                ".ipynb_checkpoints", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 #: calls that do no work: a function made only of these (and constants) is a stub
 IDLE_CALLS = {"print", "sleep", "exit", "quit", "pprint", "len", "str", "dict", "list",
               "info", "debug", "warning", "error", "log", "echo", "now", "format", "getLogger"}
@@ -95,17 +93,6 @@ def load_dag_file(ctx: CheckContext, rel: str, root: Path) -> dict[str, Any]:
     return report
 
 
-def _scratch_copy(ctx: CheckContext) -> Path:
-    import tempfile
-
-    base = Path(ctx.scratch) if ctx.scratch else Path(tempfile.mkdtemp(prefix="mlpipe-dag-"))
-    root = base / "workspace"
-    if not root.exists():
-        shutil.copytree(ctx.workspace, root, symlinks=True,
-                        ignore=shutil.ignore_patterns(*COPY_IGNORED))
-    return root
-
-
 # -- judging -------------------------------------------------------------------------------
 def _judge(ctx: CheckContext, rel: str, order: list[str], *, schedule_from_spec: bool,
            require_retries: bool, require_schedule: bool) -> CheckResult:
@@ -116,8 +103,18 @@ def _judge(ctx: CheckContext, rel: str, order: list[str], *, schedule_from_spec:
         ast.parse(p.read_text(encoding="utf-8"), filename=rel)
     except (SyntaxError, UnicodeDecodeError) as e:
         return result("failed", f"{rel} does not parse: {e}")
-    root = _scratch_copy(ctx)
-    report = load_dag_file(ctx, rel, root)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlpipe-dag-", dir=ctx.scratch) as tmp:
+        root = copy_workspace(ctx.workspace, Path(tmp) / "workspace")
+        return _judge_report(ctx, rel, root, load_dag_file(ctx, rel, root), order,
+                             schedule_from_spec=schedule_from_spec,
+                             require_retries=require_retries, require_schedule=require_schedule)
+
+
+def _judge_report(ctx: CheckContext, rel: str, root: Path, report: dict[str, Any],
+                  order: list[str], *, schedule_from_spec: bool, require_retries: bool,
+                  require_schedule: bool) -> CheckResult:
     mode = report.get("mode", "?")
     if report.get("error"):
         err = str(report["error"])

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow import proc
 from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.scratch import copy_workspace
 from mlpipe_flow.models import CheckResult, Status
 
 KERNEL = "mlpipe-workspace"
-#: not copied into the scratch workspace the notebooks run in
-IGNORED = (".git", ".venv", "venv", ".mlpipe", "__pycache__", "node_modules", "mlruns",
-           ".ipynb_checkpoints", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 AUDIT = """\
 import sys as _mlpipe_sys
 _mlpipe_seen = set()
@@ -94,9 +91,7 @@ def notebook_valid(ctx: CheckContext, params: NotebookParams) -> CheckResult:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mlpipe-nb-", dir=ctx.scratch) as tmp:
-        root = Path(tmp) / "workspace"
-        shutil.copytree(ctx.workspace, root, symlinks=True,
-                        ignore=shutil.ignore_patterns(*IGNORED))
+        root = copy_workspace(ctx.workspace, Path(tmp) / "workspace")
         kernels = _kernelspec(ctx, Path(tmp) / "kernels")
         for rel, nb in books.items():
             verdict = _run_and_compare(ctx, params, rel, nb, root, kernels, measured[rel])

@@ -60,12 +60,15 @@ class Raw:
 
 # -- reading ----------------------------------------------------------------------------
 def read_text_table(path: Path) -> pd.DataFrame:
-    """A CSV (delimiter sniffed) or Parquet file with every cell as text."""
+    """A CSV (delimiter sniffed) or Parquet file with every cell as text (a Parquet table as
+    pandas writes it to CSV, the way the splits were written)."""
+    import io
+
     import pandas as pd
 
     if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-        return frame.astype(object).where(frame.notna(), None)
+        text = pd.read_parquet(path).to_csv(index=False)
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     with path.open(encoding="utf-8-sig", newline="") as f:
         sample = f.read(65536)
     try:
@@ -84,6 +87,17 @@ def read_split(path: Path) -> pd.DataFrame:
 def load_raw(ctx: CheckContext, spec: dict[str, Any]) -> Raw:
     """The raw rows this run started from (see the module doc); raises Unmeasurable with a
     failed result (the raw data changed) or an error result (nothing to compare with)."""
+    try:
+        return _load_raw(ctx, spec)
+    except Unmeasurable:
+        raise
+    except Exception as e:  # noqa: BLE001 - unreadable raw data: nothing to compare with
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise Unmeasurable(result("error", f"cannot read the raw data: {type(e).__name__}: "
+                                  f"{first[:200]}")) from None
+
+
+def _load_raw(ctx: CheckContext, spec: dict[str, Any]) -> Raw:
     from mlpipe_flow.state import file_sha256
 
     records = ctx.records()
@@ -185,7 +199,10 @@ class Column:
         if txt.any():
             t = self.text[txt]
             if grid is not None:
-                t = np.array([" ".join(str(v).lower().split()) for v in t], dtype=object)
+                import pandas as pd
+
+                t = pd.Series(t, dtype=object).str.lower().str.replace(
+                    r"\s+", " ", regex=True).str.strip().to_numpy(dtype=object)
             out[txt] = hash_array(t.astype(object)) ^ np.uint64(_TEXT_SALT)
         return out
 
