@@ -154,16 +154,18 @@ class Column:
             missing = ~np.isfinite(num)
             return cls(missing, np.where(missing, np.nan, num + 0.0),
                        np.full(len(s), None, dtype=object))
-        raw = s.astype(object)
-        isnull = raw.isna().to_numpy()
-        text = raw.where(~isnull, "").astype(str).str.strip()
-        missing = isnull | text.isin(NA_TOKENS).to_numpy()
-        num = np.array(pd.to_numeric(text.where(~missing, None), errors="coerce").to_numpy(
-            dtype="float64", na_value=np.nan), dtype="float64")
-        num[missing | ~np.isfinite(num)] = np.nan
+        isnull = s.isna().to_numpy()
+        text = s.where(~isnull, "").astype("string[pyarrow]").str.strip()
+        missing = isnull | text.isin(NA_TOKENS).to_numpy(dtype=bool)
+        is_num = text.str.fullmatch(_NUMBER).to_numpy(dtype=bool, na_value=False) & ~missing
+        num = np.full(len(s), np.nan)
+        if is_num.any():
+            num[is_num] = _floats(text[is_num])
+        num[~np.isfinite(num)] = np.nan
+        is_num &= ~np.isnan(num)
         lower = text.str.lower()
         text = text.where(~lower.isin(("true", "false")), lower)
-        is_text = ~missing & np.isnan(num)
+        is_text = ~missing & ~is_num
         texts = cast("np.ndarray", np.where(is_text, text.to_numpy(dtype=object), None))
         return cls(missing, num + 0.0, texts)
 
@@ -205,6 +207,33 @@ class Column:
                     r"\s+", " ", regex=True).str.strip().to_numpy(dtype=object)
             out[txt] = hash_array(t.astype(object)) ^ np.uint64(_TEXT_SALT)
         return out
+
+
+#: what reads as a number (as float() reads it, without "inf", "nan" or "1_000")
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def _floats(text: pd.Series) -> np.ndarray:
+    """Cells that match _NUMBER as float64 (Arrow's cast: fast and exact, like float())."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.cast(pa.array(text), pa.float64()).to_numpy(zero_copy_only=False),
+                      dtype="float64")
+
+
+def isin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.isin by a hash table (linear, not a sort)."""
+    import pandas as pd
+
+    return pd.Series(a).isin(pd.Series(b)).to_numpy(dtype=bool)
+
+
+def unique(a: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return pd.unique(pd.Series(a)).astype(a.dtype)
 
 
 def row_hashes(columns: list[Column], grid: int | None = None) -> np.ndarray:

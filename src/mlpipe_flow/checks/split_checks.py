@@ -23,10 +23,12 @@ from mlpipe_flow.checks.rawdata import (
     Raw,
     Splits,
     Unmeasurable,
+    isin,
     load_raw,
     load_splits,
     row_hashes,
     spec_columns,
+    unique,
 )
 from mlpipe_flow.models import CheckResult
 
@@ -99,7 +101,7 @@ def splits_from_raw(ctx: CheckContext, params: FromRawParams) -> CheckResult:
     for name, frame in splits.frames.items():
         keys = splits.hashes(name, wanted)
         all_keys.append(keys)
-        bad = np.flatnonzero(~np.isin(keys, raw_keys))
+        bad = np.flatnonzero(~isin(keys, raw_keys))
         not_raw[name] = int(len(bad))
         if len(bad):
             examples[name] = _ids(frame, ids, bad)
@@ -125,10 +127,10 @@ def splits_from_raw(ctx: CheckContext, params: FromRawParams) -> CheckResult:
     # coverage and sizes against the raw rows that survive deduplication and a missing target
     ft = [*features, target]
     raw_ft = row_hashes([raw.col(c) for c in ft])[~raw.col(target).missing]
-    expected = np.unique(raw_ft)
-    got = np.unique(np.concatenate([splits.hashes(n, ft) for n in splits.frames]))
+    expected = unique(raw_ft)
+    got = unique(np.concatenate([splits.hashes(n, ft) for n in splits.frames]))
     n_exp = int(len(expected))
-    coverage = float(np.isin(expected, got).mean()) if n_exp else 0.0
+    coverage = float(isin(expected, got).mean()) if n_exp else 0.0
     shares = _shares(spec)
     sizes = {n: len(f) for n, f in splits.frames.items()}
     slack = max(params.min_row_slack, params.share_tolerance * n_exp)
@@ -222,18 +224,17 @@ def _cross(keys: dict[str, np.ndarray], exact: dict[str, np.ndarray] | None = No
     """Rows of a later split whose key is in an earlier split: {"a & b": count}. With `exact`
     and `raw_keys`, a pair whose rows are both distinct raw rows (the data holds them both) is
     not counted."""
-    import numpy as np
 
     names = list(keys)
     out: dict[str, int] = {}
     for j, b in enumerate(names):
         for a in names[:j]:
-            hit = np.isin(keys[b], keys[a])
+            hit = isin(keys[b], keys[a])
             if exact is not None and raw_keys is not None and hit.any():
                 # excuse rows of b that are raw rows when every row of a sharing their key is too
-                a_bad = keys[a][~np.isin(exact[a], raw_keys)]
-                b_raw = np.isin(exact[b], raw_keys)
-                hit &= ~(b_raw & ~np.isin(keys[b], a_bad))
+                a_bad = keys[a][~isin(exact[a], raw_keys)]
+                b_raw = isin(exact[b], raw_keys)
+                hit &= ~(b_raw & ~isin(keys[b], a_bad))
             if hit.any():
                 out[f"{a} & {b}"] = int(hit.sum())
     return out
@@ -344,6 +345,7 @@ def _left_out(ctx: CheckContext, spec: dict[str, Any], splits: Splits, features:
               target: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]] | None, str]:
     """The raw rows (deduplicated, with a target) in no split, as (numbers, texts) columns."""
     import numpy as np
+    import pandas as pd
 
     try:
         raw = load_raw(ctx, spec)
@@ -354,11 +356,9 @@ def _left_out(ctx: CheckContext, spec: dict[str, Any], splits: Splits, features:
         return None, "not measured: the raw data lacks spec columns"
     keys = row_hashes([raw.col(c) for c in ft])
     has_target = ~raw.col(target).missing
-    _, first = np.unique(keys, return_index=True)
-    is_first = np.zeros(len(keys), dtype=bool)
-    is_first[first] = True
+    is_first = ~pd.Series(keys).duplicated().to_numpy()
     got = np.concatenate([splits.hashes(n, ft) for n in splits.frames])
-    rows = np.flatnonzero(is_first & has_target & ~np.isin(keys, got))
+    rows = np.flatnonzero(is_first & has_target & ~isin(keys, got))
     if not len(rows):
         return None, "no raw row is left out"
     if len(rows) > LEFT_OUT_SAMPLE:
