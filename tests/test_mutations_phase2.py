@@ -338,7 +338,7 @@ def test_id_columns_dropped_from_the_splits(mutant: Any) -> None:
     mutant.assert_caught("phase2", "splits-from-raw", "missing ['customer_id']")
 
 
-def test_schema_categories_padded_and_ranges_widened(mutant: Any) -> None:
+def test_schema_categories_padded_with_values_the_data_never_holds(mutant: Any) -> None:
     def pad(schema: dict[str, Any]) -> None:
         for col in schema["columns"]:
             if col["type"] == "category" and col["name"] != schema["target"]:
