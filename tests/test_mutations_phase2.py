@@ -117,6 +117,25 @@ def test_test_split_cut_to_60_rows_the_rest_moved_to_train(mutant: Any) -> None:
     mutant.assert_caught("phase2", "splits-from-raw", "test holds 60 rows")
 
 
+def test_test_split_cut_and_the_spec_shares_moved_to_match(mutant: Any) -> None:
+    """The goalposts moved too: ml-spec.yaml's split shares rewritten to fit a 60-row test."""
+    import pandas as pd
+
+    splits = frames(mutant)
+    total = sum(len(f) for f in splits.values())
+    save(mutant, {"train": pd.concat([splits["train"], splits["test"].iloc[60:]]),
+                  "test": splits["test"].head(60)})
+    test_share = round(60 / total, 4)
+
+    def shares(s: dict[str, Any]) -> None:
+        s["splits"] = {"train": round(1 - 0.15 - test_share, 4), "valid": 0.15,
+                       "test": test_share}
+
+    mutant.edit_yaml("ml-spec.yaml", shares)
+    rehash(mutant, "ml-spec.yaml")
+    mutant.assert_caught("phase2", "splits-from-raw", "changed since phase 1 passed")
+
+
 def test_easiest_half_of_test_kept_the_rest_moved_to_train(mutant: Any) -> None:
     import numpy as np
     import pandas as pd

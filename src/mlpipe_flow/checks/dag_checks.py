@@ -129,6 +129,12 @@ def _judge_report(ctx: CheckContext, rel: str, root: Path, report: dict[str, Any
     if not dags:
         return result("failed", f"importing {rel} creates no DAG (a DAG inside a function that "
                       "is never called, or in dead code, does not count)", loader=mode)
+    if schedule_from_spec:
+        from mlpipe_flow.checks.rawdata import spec_unchanged
+
+        changed = spec_unchanged(ctx)
+        if changed is not None:
+            return changed
     spec = ctx.spec() or {}
     want = str((spec.get("retraining") or {}).get("schedule") or "") or None
     verdicts = [_judge_dag(ctx, rel, root, d, order, want if schedule_from_spec else None,

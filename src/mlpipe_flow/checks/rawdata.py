@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+SPEC_FILE = "ml-spec.yaml"
 SPLIT_NAMES = ("train", "valid", "test")
 SPLITS = [f"data/splits/{n}.csv" for n in SPLIT_NAMES]
 #: pandas' default NA spellings: what any reader of the data treats as missing
@@ -274,8 +275,27 @@ def load_splits(ctx: CheckContext, rels: list[str]) -> Splits:
     return Splits(frames)
 
 
+def spec_unchanged(ctx: CheckContext) -> CheckResult | None:
+    """A failed result when ml-spec.yaml differs from the file phase 1 passed with (mlpipe's
+    records): the splits, schema and DAGs are judged against the spec phase 1 left, so moving
+    the goalposts (fewer features, other split shares, another schedule) is itself caught."""
+    from mlpipe_flow.state import file_sha256
+
+    records = ctx.records()
+    recorded = records.recorded_hash(SPEC_FILE) if records is not None else None
+    p = ctx.path(SPEC_FILE)
+    if recorded and p.is_file() and file_sha256(p) != recorded:
+        return result("failed", f"{SPEC_FILE} changed since phase 1 passed with it (sha256 "
+                      f"{file_sha256(p)[:12]}..., recorded {recorded[:12]}...): later phases "
+                      "may not edit the spec")
+    return None
+
+
 def spec_columns(ctx: CheckContext) -> tuple[dict[str, Any], list[str], list[str], str]:
     """(spec, id columns, feature columns, target) or Unmeasurable(failed)."""
+    changed = spec_unchanged(ctx)
+    if changed is not None:
+        raise Unmeasurable(changed)
     spec = ctx.spec()
     if not spec or not spec.get("target") or not spec.get("feature_columns"):
         raise Unmeasurable(result("failed", "ml-spec.yaml is missing or names no target and "

@@ -28,6 +28,7 @@ from mlpipe_flow.checks.rawdata import (
     load_splits,
     row_hashes,
     spec_columns,
+    spec_unchanged,
     unique,
 )
 from mlpipe_flow.models import CheckResult
@@ -166,6 +167,9 @@ class DisjointParams(BaseModel):
 def splits_disjoint(ctx: CheckContext, params: DisjointParams) -> CheckResult:
 
     spec = ctx.spec() if params.columns_from_spec else None
+    changed = spec_unchanged(ctx) if params.columns_from_spec else None
+    if changed is not None:
+        return changed
     try:
         splits = load_splits(ctx, params.splits)
     except Unmeasurable as e:
