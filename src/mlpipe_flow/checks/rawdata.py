@@ -228,7 +228,7 @@ def isin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """np.isin by a hash table (linear, not a sort)."""
     import pandas as pd
 
-    return pd.Series(a).isin(pd.Series(b)).to_numpy(dtype=bool)
+    return pd.Series(a).isin(pd.Series(b)).to_numpy(dtype=bool, copy=True)
 
 
 def unique(a: np.ndarray) -> np.ndarray:
