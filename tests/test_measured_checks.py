@@ -130,7 +130,8 @@ def test_splits_disjoint(telco_workspace: Path, broken: Path) -> None:
 
 def test_dag_structure(telco_workspace: Path, broken: Path) -> None:
     res = check(telco_workspace, "dag_structure")
-    assert res.status == "passed" and res.evidence["tasks"] == ["features", "ingest", "validate"]
+    assert res.status == "passed", res
+    assert res.evidence["tasks"] == ["build_features", "ingest_data", "validate_data"]
     dag = broken / "airflow_dags/data_pipeline.py"
     dag.write_text(dag.read_text().replace("ingest >> validate >> features",
                                            "ingest >> features\n    features >> validate"))
@@ -138,14 +139,64 @@ def test_dag_structure(telco_workspace: Path, broken: Path) -> None:
     assert res.status == "failed" and "not in order" in res.message
     dag.write_text("def ingest():\n    pass\n")
     res = check(broken, "dag_structure")
-    assert res.status == "failed" and "defines no DAG" in res.message
+    assert res.status == "failed" and "creates no DAG" in res.message
     dag.write_text("with DAG(:\n")
     assert check(broken, "dag_structure").status == "failed"
 
 
+def test_schema_fits_data(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "schema_fits_data")
+    assert res.status == "passed", res
+    assert "no recorded run" in res.evidence["note"]  # judged against data/raw as found
+    schema_file = broken / "data_quality/schema.json"
+    good = json.loads(schema_file.read_text())
+
+    def with_column(name: str, **changes: Any) -> CheckResult:
+        schema = json.loads(json.dumps(good))
+        for col in schema["columns"]:
+            if col["name"] == name:
+                col.update(changes)
+        schema_file.write_text(json.dumps(schema))
+        return check(broken, "schema_fits_data")
+
+    res = with_column("tenure", min=-1e300, max=1e300)
+    assert res.status == "failed" and "far wider than the raw range [0, 72]" in res.message, res
+    res = with_column("tenure", min=1)
+    assert res.status == "failed" and "does not contain the raw range" in res.message, res
+    res = with_column("gender", nullable=True)
+    assert res.status == "failed" and "no missing value" in res.message, res
+    res = with_column("Contract", categories=["Month-to-month", "One year"])
+    assert res.status == "failed" and "lack 1 value(s)" in res.message, res
+    res = with_column("Contract", type="string")
+    assert res.status == "failed" and "only 3 distinct values" in res.message, res
+    assert with_column("TotalCharges", min=0, max=10000).status == "passed"  # a sane rounding
+
+
+def test_splits_from_raw(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "splits_from_raw")
+    assert res.status == "passed", res
+    assert res.evidence["coverage"] >= 0.99 and res.evidence["expected_rows"] == 7043 - 22
+    test_csv = broken / "data/splits/test.csv"
+    data = rows(test_csv)
+    data[3][data[0].index("MonthlyCharges")] = "12.34"
+    write_rows(test_csv, data)
+    res = check(broken, "splits_from_raw")
+    assert res.status == "failed" and "1 split row(s) that are not rows of the raw" in res.message
+    assert "customerID=" in res.message  # the row is named by its id
+
+
+def test_split_not_easier(telco_workspace: Path) -> None:
+    res = check(telco_workspace, "split_not_easier")
+    assert res.status == "passed", res
+    assert abs(res.evidence["test"]["z"]) < 4 and res.evidence["test"]["rows"] > 1000
+
+
 def test_notebook_valid(telco_workspace: Path, broken: Path) -> None:
     res = check(telco_workspace, "notebook_valid")
-    assert res.status == "passed"
+    assert res.status == "passed", res
+    nb_rel = "eda_notebooks/eda.ipynb"
+    assert res.evidence["notebooks"][nb_rel]["differing_cells"] == 0
+    assert res.evidence["notebooks"][nb_rel]["data_read"] == ["data/interim/dataset.csv"]
     nb_path = broken / "eda_notebooks/eda.ipynb"
     nb = json.loads(nb_path.read_text())
     for cell in nb["cells"]:

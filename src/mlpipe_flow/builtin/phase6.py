@@ -31,7 +31,7 @@ def run(task: BuiltinTask) -> None:
     copy_templates(ws, rels)
     dag = (TEMPLATES / "airflow_dags" / "continuous_training.py").read_text(encoding="utf-8")
     write_text(ws / "airflow_dags" / "continuous_training.py",
-               dag.replace("{{ schedule }}", schedule).replace("{{ project_dir }}", str(ws)))
+               dag.replace("{{ schedule }}", schedule))
     # initialise the registry with the phase-3 model as champion (version from model_meta.json)
     res = proc.run([sys.executable, "-c", "from continuous_training import registry; "
                     "import json; print(json.dumps(registry.ensure_initialised()))"],

@@ -1,11 +1,10 @@
-"""Phase-2 checks that measure: the gate reads the splits itself (csv module, no pandas) and
-validates them against data_quality/schema.json, measures completeness and overlap, parses
-the DAG file's AST, and validates the notebook with nbformat."""
+"""Phase-2 checks on the schema and the cells: the gate reads the splits itself (csv module)
+and validates every cell against data_quality/schema.json; it measures that the schema fits
+the raw data (ranges, categories, nullability), and the splits' completeness."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -138,8 +137,10 @@ def _violation(v: str, col: dict[str, Any], cats: set[str]) -> str | None:
         if hi is not None and x > float(hi) + 1e-9 * max(1.0, abs(float(hi))):
             return f"is above the maximum {hi}"
         return None
-    if kind == "category" and v not in cats:
-        return "is not an allowed category"
+    if kind == "category" and v not in cats and v.strip() not in cats:
+        x = _number(v)
+        if x is None or not any(_number(c) == x for c in cats):
+            return "is not an allowed category"
     return None
 
 
@@ -168,85 +169,132 @@ def splits_completeness(ctx: CheckContext, params: CompletenessParams) -> CheckR
                   **evidence)
 
 
-class DisjointParams(BaseModel):
+# -- the schema fits the raw data -------------------------------------------------------
+MAX_LISTED = 10_000  # a category list need not be longer than this: more values may be `string`
+
+
+class SchemaFitsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
-    columns_from_spec: bool = Field(default=True, description="hash feature + target columns "
-                                    "of ml-spec.yaml (ids excluded); else every column")
+    schema_path: str = "data_quality/schema.json"
+    range_slack: float = Field(default=2.0, gt=0, description="a numeric bound may lie beyond "
+                               "the raw range by at most this many times the larger of the raw "
+                               "range's width, its largest magnitude and 1")
+    extra_categories: int = Field(default=3, ge=0, description="categories the raw data lacks "
+                                  "that a column may list (or 10% of the observed ones if more)")
+    string_min_distinct: int = Field(default=50, ge=1, description="a `string` column needs more "
+                                     "distinct values than this ...")
+    string_min_share: float = Field(default=0.1, ge=0, le=1, description="... and this share of "
+                                    "its non-missing values distinct")
 
 
-def _canon(v: str) -> str:
-    x = _number(v)
-    return repr(x) if x is not None else v.strip()
+def schema_fits_data(ctx: CheckContext, params: SchemaFitsParams) -> CheckResult:
+    """Each schema column against the raw data mlpipe staged: numeric bounds contain the raw
+    range and are not absurdly wider, categories contain the observed values and add at most a
+    few, `string` only for high-cardinality text, `nullable` only where values are missing."""
+    from mlpipe_flow.checks.rawdata import Unmeasurable, load_raw, spec_columns
+
+    try:
+        schema = json.loads(ctx.path(params.schema_path).read_text(encoding="utf-8"))
+        columns = [c for c in schema["columns"] if isinstance(c, dict) and "name" in c]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return result("failed", f"{params.schema_path} is missing or has no columns: {e}")
+    try:
+        spec, ids, _features, target = spec_columns(ctx)
+        raw = load_raw(ctx, spec)
+    except Unmeasurable as e:
+        return e.result
+    kept = ~raw.col(target).missing if target in raw.frame.columns else None
+    problems: list[str] = []
+    measured: dict[str, Any] = {}
+    for col in columns:
+        name = str(col["name"])
+        if name not in raw.frame.columns:
+            problems.append(f"{name}: not a column of the raw data")
+            continue
+        why, seen = _misfit(col, raw.col(name), kept, params, name in ids)
+        measured[name] = seen
+        if why:
+            problems.append(f"{name}: {why}")
+    ev: dict[str, Any] = {"raw": raw.where, "columns": len(columns), "misfits": problems,
+                          "raw_profile": measured}
+    if raw.note:
+        ev["note"] = raw.note
+    if problems:
+        return result("failed", f"{params.schema_path} does not fit the raw data {raw.where} in "
+                      f"{len(problems)} column(s): {'; '.join(problems[:3])}", **ev)
+    return result("passed", f"all {len(columns)} columns of {params.schema_path} fit the raw data "
+                  f"{raw.where} (ranges, categories, nullability)", **ev)
 
 
-def splits_disjoint(ctx: CheckContext, params: DisjointParams) -> CheckResult:
-    spec = ctx.spec() if params.columns_from_spec else None
-    wanted = ([*spec.get("feature_columns", []), spec.get("target")] if spec else None)
-    seen: dict[bytes, str] = {}
-    shared: dict[str, int] = {}
-    rows_total = 0
-    for rel in params.splits:
-        p = ctx.path(rel)
-        if not p.is_file():
-            return result("failed", f"{rel} does not exist")
-        header, rows = read_rows(p)
-        idx = ([header.index(c) for c in wanted if c in header] if wanted
-               else list(range(len(header))))
-        if not idx:
-            idx = list(range(len(header)))
-        mine: set[bytes] = set()
-        for row in rows:
-            rows_total += 1
-            key = hashlib.blake2b("\x1f".join(_canon(row[i]) if i < len(row) else ""
-                                              for i in idx).encode(), digest_size=16).digest()
-            other = seen.get(key)
-            if other is not None and other != rel:
-                pair = f"{other} & {rel}"
-                shared[pair] = shared.get(pair, 0) + 1
-            mine.add(key)
-        for key in mine:
-            seen.setdefault(key, rel)
-    total = sum(shared.values())
-    evidence = {"rows": rows_total, "shared_rows": total, "pairs": shared,
-                "hashed_columns": "spec features + target" if wanted else "all"}
-    if total:
-        return result("failed", f"measured {total} row(s) present in two splits ({shared}); "
-                      "expected none", **evidence)
-    return result("passed", f"no row shared between the {len(params.splits)} splits "
-                  f"({rows_total} rows hashed)", **evidence)
+def _misfit(col: dict[str, Any], c: Any, kept: Any, params: SchemaFitsParams, is_id: bool
+            ) -> tuple[str | None, dict[str, Any]]:
+    import numpy as np
+    import pandas as pd
+
+    from mlpipe_flow.checks.rawdata import Column
+
+    rows = kept if kept is not None else np.ones(len(c.missing), dtype=bool)
+    nums = c.number[rows & c.is_number]
+    texts = [str(v) for v in c.text[rows & c.is_text]]
+    n_missing = int(c.missing.sum())
+    seen: dict[str, Any] = {"missing": n_missing}
+    kind = col.get("type")
+    if col.get("nullable") is True and n_missing == 0:
+        return "nullable, but the raw data has no missing value in it", seen
+    if kind in ("integer", "number"):
+        if texts:
+            return (f"typed {kind}, but the raw data holds text in it, e.g. "
+                    f"{sorted(set(texts))[:3]}"), seen
+        if not len(nums):
+            return None, seen
+        lo, hi = float(nums.min()), float(nums.max())
+        seen.update(min=lo, max=hi)
+        if kind == "integer" and not np.all(np.mod(nums, 1) == 0):
+            return "typed integer, but the raw data has fractional values in it", seen
+        smin, smax = _number(str(col.get("min"))), _number(str(col.get("max")))
+        if smin is None or smax is None:
+            return f"min/max {col.get('min')!r}/{col.get('max')!r} are not finite numbers", seen
+        eps = 1e-9 * max(1.0, abs(lo), abs(hi))
+        if smin > lo + eps or smax < hi - eps:
+            return (f"[{smin:g}, {smax:g}] does not contain the raw range [{lo:g}, {hi:g}]"), seen
+        slack = params.range_slack * max(hi - lo, abs(lo), abs(hi), 1.0)
+        if smin < lo - slack or smax > hi + slack:
+            return (f"[{smin:g}, {smax:g}] is far wider than the raw range [{lo:g}, {hi:g}] "
+                    f"(at most {slack:g} beyond each end)"), seen
+        return None, seen
+    distinct_all = {_key(v) for v in c.text[c.is_text]} | {_key(v) for v in c.number[c.is_number]}
+    distinct = {_key(v) for v in texts} | {_key(v) for v in nums}
+    seen["distinct"] = len(distinct)
+    if kind == "category":
+        cats = col.get("categories")
+        if not isinstance(cats, list) or not cats:
+            return "a category column needs its list of categories", seen
+        norm = Column.of(pd.Series([None if v is None else str(v) for v in cats], dtype=object))
+        allowed = ({_key(v) for v in norm.text[norm.is_text]}
+                   | {_key(v) for v in norm.number[norm.is_number]})
+        lacking = distinct - allowed
+        if lacking:
+            return (f"the categories lack {len(lacking)} value(s) the raw data holds, e.g. "
+                    f"{sorted(map(str, lacking))[:3]}"), seen
+        extra = allowed - distinct_all
+        limit = max(params.extra_categories, int(0.1 * len(distinct)))
+        if len(extra) > limit:
+            return (f"{len(extra)} categories the raw data never holds (at most {limit} allowed),"
+                    f" e.g. {sorted(map(str, extra))[:3]}"), seen
+        return None, seen
+    if kind == "string":
+        present = len(texts) + len(nums)
+        if len(nums) and not texts and not is_id:
+            return (f"typed string (any text), but its {len(nums)} values are numbers: give it a "
+                    "numeric type and its range"), seen
+        many = len(distinct) > MAX_LISTED or len(distinct) >= params.string_min_share * present
+        if len(distinct) <= params.string_min_distinct or not many:
+            return (f"typed string (any text), but it holds only {len(distinct)} distinct values "
+                    f"in {present} rows: list them as a category (string is for text with more "
+                    f"than {params.string_min_distinct} distinct values, at least "
+                    f"{params.string_min_share:.0%} of its values or more than {MAX_LISTED})"), seen
+    return None, seen
 
 
-class NotebookParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    glob: str = "eda_notebooks/*.ipynb"
-    min_code_cells: int = Field(default=3, ge=0)
-    require_outputs: bool = True
-
-
-def notebook_valid(ctx: CheckContext, params: NotebookParams) -> CheckResult:
-    import nbformat
-
-    files = sorted(ctx.workspace.glob(params.glob))
-    if not files:
-        return result("failed", f"no notebook matches {params.glob}")
-    measured = {}
-    for f in files:
-        rel = f.relative_to(ctx.workspace).as_posix()
-        try:
-            nb = nbformat.read(str(f), as_version=4)
-            nbformat.validate(nb)
-        except Exception as e:  # noqa: BLE001 - any reader/validator error is a failure
-            return result("failed", f"{rel} is not a valid notebook: "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
-        code = [c for c in nb.cells if c.cell_type == "code"]
-        with_out = [c for c in code if c.get("outputs")]
-        measured[rel] = {"cells": len(nb.cells), "code_cells": len(code),
-                         "with_outputs": len(with_out)}
-        if len(code) < params.min_code_cells:
-            return result("failed", f"{rel}: {len(code)} code cells, expected at least "
-                          f"{params.min_code_cells}", notebooks=measured)
-        if params.require_outputs and not with_out:
-            return result("failed", f"{rel}: no code cell has output (run it and save)",
-                          notebooks=measured)
-    return result("passed", f"{len(files)} valid notebook(s) (nbformat 4)", notebooks=measured)
+def _key(v: object) -> object:
+    return float(v) if isinstance(v, float) else str(v)

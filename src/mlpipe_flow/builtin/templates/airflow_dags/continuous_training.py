@@ -1,5 +1,12 @@
 """Continuous training DAG: check for drift -> retrain (champion/challenger) -> canary rollout.
 
+Drift decides whether retraining runs: `check_drift` runs the drift detector on the latest
+ingested data (data/interim/dataset.csv, refreshed by the data pipeline DAG) against the
+training reference; the detector exits 0 when nothing drifted, 1 on drift, 2 on bad input. No
+drift becomes exit 99, which Airflow turns into a skip of this task and, by the default
+trigger rule, of retraining and the canary; bad input fails the task. Every task runs from the
+project folder, found from this file's location.
+
 The schedule comes from ml-spec.yaml (retraining.schedule) and is written here when the
 pipeline is generated; edit ml-spec.yaml and regenerate rather than this line.
 """
@@ -7,12 +14,14 @@ pipeline is generated; edit ml-spec.yaml and regenerate rather than this line.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow import DAG
 from airflow.operators.bash import BashOperator
 
-PROJECT = "{{ project_dir }}"
+PROJECT = str(Path(__file__).resolve().parents[1])
 SCHEDULE = "{{ schedule }}"
+NO_DRIFT = 99  # BashOperator's skip_on_exit_code: the task, and the tasks after it, skip
 
 default_args = {
     "owner": "ml-platform",
@@ -21,7 +30,7 @@ default_args = {
 }
 
 with DAG(
-    dag_id="continuous_training",
+    dag_id="continuous_ml_training",
     schedule=SCHEDULE,
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -31,17 +40,21 @@ with DAG(
 ) as dag:
     check_drift = BashOperator(
         task_id="check_drift",
-        bash_command=f"cd {PROJECT} && python monitoring/drift_detection/detect_drift.py "
-                     "--current data/latest/inputs.csv || true",
+        cwd=PROJECT,
+        bash_command="python monitoring/drift_detection/detect_drift.py "
+                     "--current data/interim/dataset.csv; "
+                     f"case $? in 0) exit {NO_DRIFT};; 1) exit 0;; *) exit 1;; esac",
+        skip_on_exit_code=NO_DRIFT,
     )
     retrain = BashOperator(
         task_id="retrain",
-        bash_command=f"cd {PROJECT} && python continuous_training/retrain.py "
-                     "--data data/latest/labelled.csv",
+        cwd=PROJECT,
+        bash_command="python continuous_training/retrain.py",
     )
     canary = BashOperator(
         task_id="canary_rollout",
-        bash_command=f"cd {PROJECT} && python canary_deployment/canary.py",
+        cwd=PROJECT,
+        bash_command="python canary_deployment/canary.py",
     )
 
     check_drift >> retrain >> canary

@@ -1,8 +1,10 @@
-"""Airflow DAG for the data pipeline: ingest -> validate -> features, daily, with retries.
+"""Airflow DAG for the data pipeline: ingest -> validate -> features, with retries.
 
-Each task calls the project's own pipeline code (data_ingestion/, data_quality/,
-feature_engineering/), so the DAG and a manual run do exactly the same thing.
-The schedule is the retraining schedule of ml-spec.yaml.
+Each task runs the project's own pipeline code as a module (data_ingestion/, data_quality/,
+feature_engineering/) from the project folder, found from this file's location, so the DAG and
+a manual run (`python -m data_ingestion.ingest`, ...) do exactly the same thing on any machine.
+A step that fails (a schema violation exits 1) fails its task and stops the steps after it.
+The schedule is the retraining schedule of ml-spec.yaml. Airflow 3 syntax (`schedule=`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,10 @@ from pathlib import Path
 
 import yaml
 from airflow import DAG
-from airflow.operators.python import PythonOperator
-from data_ingestion.ingest import main as ingest_data
-from data_quality.schema import main as validate_data
-from feature_engineering.features import main as build_features
+from airflow.operators.bash import BashOperator
 
-SPEC = yaml.safe_load((Path(__file__).resolve().parents[1] / "ml-spec.yaml").read_text())
+PROJECT = Path(__file__).resolve().parents[1]
+SPEC = yaml.safe_load((PROJECT / "ml-spec.yaml").read_text(encoding="utf-8"))
 
 default_args = {
     "owner": "ml-platform",
@@ -35,8 +35,11 @@ with DAG(
     default_args=default_args,
     tags=["mlpipe", "data"],
 ) as dag:
-    ingest = PythonOperator(task_id="ingest", python_callable=ingest_data)
-    validate = PythonOperator(task_id="validate", python_callable=validate_data)
-    features = PythonOperator(task_id="features", python_callable=build_features)
+    ingest = BashOperator(task_id="ingest_data", cwd=str(PROJECT),
+                          bash_command="python -m data_ingestion.ingest")
+    validate = BashOperator(task_id="validate_data", cwd=str(PROJECT),
+                            bash_command="python -m data_quality.schema")
+    features = BashOperator(task_id="build_features", cwd=str(PROJECT),
+                            bash_command="python -m feature_engineering.features")
 
     ingest >> validate >> features

@@ -28,7 +28,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 URL_FILE = ".mlpipe/data-url"
-NUMERIC_TEXT_SHARE = 0.95  # an object column whose non-blank values parse as numbers this often
+NUMERIC_TEXT_SHARE = 1.0  # an object column whose non-blank values all parse as numbers
 RETRY_ATTEMPTS = 4
 RETRY_BASE_DELAY_S = 0.5
 
@@ -157,7 +157,9 @@ def _transient(e: Exception) -> bool:
 
 # -- cleaning and snapshots --------------------------------------------------------
 def numeric_text_columns(df: pd.DataFrame) -> list[str]:
-    """Text columns that hold numbers (with a few blanks), e.g. Telco's TotalCharges."""
+    """Text columns that hold numbers (and blanks), e.g. Telco's TotalCharges. A column with any
+    other text stays text: the splits keep the raw cells, junk included; the model's
+    preprocessing decides what to make of it."""
     found = []
     for col in df.columns:
         s = df[col]

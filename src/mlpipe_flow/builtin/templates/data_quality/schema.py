@@ -1,6 +1,6 @@
 """Data quality: a schema inferred from the data, and validation of any table against it.
 
-data_quality/schema.json holds, for the target and every feature column: its type
+data_quality/schema.json holds, for every column of the splits (ids, features, target): its type
 (integer | number | category | string), whether it may be missing, its range (numbers)
 or allowed values (categories). `validate` reports every violation; the pipeline stops
 when the cleaned dataset does not comply.
@@ -21,9 +21,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = "data_quality/schema.json"
 MAX_CATEGORIES = 10_000
+#: text with more distinct values than this, most of them distinct, is free text (`string`)
+STRING_MIN_DISTINCT = 50
+STRING_MIN_SHARE = 0.5
 
 
 def infer_column(s: pd.Series) -> dict[str, Any]:
+    """The column's type, whether it has missing values, and its observed range or values."""
     col: dict[str, Any] = {"name": str(s.name), "nullable": bool(s.isna().any())}
     values = s.dropna()
     if pd.api.types.is_bool_dtype(s):
@@ -35,15 +39,18 @@ def infer_column(s: pd.Series) -> dict[str, Any]:
         col["max"] = float(values.max()) if len(values) else None
     else:
         distinct = sorted({str(v) for v in values})
-        if len(distinct) <= MAX_CATEGORIES:
-            col.update(type="category", categories=distinct)
-        else:
+        free_text = len(distinct) > STRING_MIN_DISTINCT and (
+            len(distinct) >= STRING_MIN_SHARE * len(values) or len(distinct) > MAX_CATEGORIES)
+        if free_text:
             col["type"] = "string"
+        else:
+            col.update(type="category", categories=distinct)
     return col
 
 
 def infer_schema(df: pd.DataFrame, spec: dict[str, Any]) -> dict[str, Any]:
-    columns = [*spec["feature_columns"], spec["target"]]
+    """One entry per column of the splits: the id columns, the features and the target."""
+    columns = [*spec.get("id_columns", []), *spec["feature_columns"], spec["target"]]
     return {
         "version": 1,
         "target": spec["target"],

@@ -7,6 +7,7 @@ The preprocessor is built only from scikit-learn and pandas parts, so the saved 
   training (or rarer than 1% of rows) are folded into an "infrequent" column, never an error.
 
 Run: `python -m feature_engineering.features` -> data/splits/{train,valid,test}.csv
+(id columns, feature columns and the target of ml-spec.yaml; shares from its `splits`)
 """
 
 from __future__ import annotations
@@ -60,15 +61,25 @@ def dedupe(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     return df.drop_duplicates(subset=cols).reset_index(drop=True)
 
 
+def split_shares(spec: dict[str, Any]) -> tuple[float, float]:
+    """(valid share, test share) from ml-spec.yaml's `splits` (default 0.70/0.15/0.15)."""
+    shares = spec.get("splits") or {}
+    return float(shares.get("valid", VALID_SHARE)), float(shares.get("test", TEST_SHARE))
+
+
 def make_splits(df: pd.DataFrame, spec: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    cols = [*spec["feature_columns"], spec["target"]]
+    """Raw rows (ids + features + target, cells as cleaned) split once at random: rows with a
+    missing target and exact duplicates dropped; stratified on the target for classification.
+    The id columns stay so every split row traces back to its raw row."""
+    cols = [*spec.get("id_columns", []), *spec["feature_columns"], spec["target"]]
     data = dedupe(df, spec)[cols]
     data = data[data[spec["target"]].notna()].reset_index(drop=True)
     y = data[spec["target"]]
     stratify = y if spec["problem_type"] != "regression" and y.value_counts().min() >= 3 else None
-    rest, test = train_test_split(data, test_size=TEST_SHARE, random_state=SEED, stratify=stratify)
+    valid_share, test_share = split_shares(spec)
+    rest, test = train_test_split(data, test_size=test_share, random_state=SEED, stratify=stratify)
     strat_rest = rest[spec["target"]] if stratify is not None else None
-    train, valid = train_test_split(rest, test_size=VALID_SHARE / (1 - TEST_SHARE),
+    train, valid = train_test_split(rest, test_size=valid_share / (1 - test_share),
                                     random_state=SEED, stratify=strat_rest)
     return {"train": train, "valid": valid, "test": test}
 

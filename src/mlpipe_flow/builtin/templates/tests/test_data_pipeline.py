@@ -63,7 +63,8 @@ def test_no_row_is_in_two_splits(splits: dict[str, pd.DataFrame]) -> None:
 
 def test_splits_hold_features_and_target(splits: dict[str, pd.DataFrame], spec: dict) -> None:
     for frame in splits.values():
-        assert list(frame.columns) == [*spec["feature_columns"], spec["target"]]
+        assert list(frame.columns) == [*spec.get("id_columns", []), *spec["feature_columns"],
+                                       spec["target"]]
         assert frame[spec["target"]].notna().all()
 
 

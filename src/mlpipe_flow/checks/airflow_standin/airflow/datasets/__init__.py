@@ -1,0 +1,2 @@
+"""mlpipe stand-in of Airflow (see airflow/_standin.py)."""
+from airflow._standin import Dataset  # noqa: F401

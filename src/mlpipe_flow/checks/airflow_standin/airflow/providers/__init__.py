@@ -1,0 +1,1 @@
+"""mlpipe stand-in of Airflow (see airflow/_standin.py)."""
