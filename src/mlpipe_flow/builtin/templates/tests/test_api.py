@@ -1,4 +1,6 @@
-"""API tests for deployment/api/main.py, with FastAPI's TestClient (no network)."""
+"""API tests for deployment/api/main.py, with FastAPI's TestClient (no network). Besides the
+contract of each endpoint, the API's answers over the whole test split must reproduce the test
+score recorded for the model it serves: an API serving a wrong model fails them."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 META = json.loads((ROOT / "artifacts" / "model_meta.json").read_text())
 FEATURES = META["feature_columns"]
+SPEC = yaml.safe_load((ROOT / "ml-spec.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,46 @@ def test_predict_matches_the_saved_model(client, test_rows):
             assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
         else:
             assert str(a) == str(b)
+
+
+def served_score(body_rows: list[dict], metric: str, classes: list, positive) -> float:
+    """The primary metric of the API's answers (models.metrics computes it the same way)."""
+    import numpy as np
+    from models.metrics import score
+
+    class Answers:  # the API's answers, shaped like a fitted model for models.metrics.score
+        classes_ = np.asarray(classes, dtype=object)
+
+        def predict(self, X):  # noqa: N803
+            kind = float if SPEC["problem_type"] == "regression" else object
+            return np.asarray([b["prediction"] for b in body_rows], dtype=kind)
+
+        def predict_proba(self, X):  # noqa: N803
+            return np.asarray([[b["probabilities"][str(c)] for c in classes] for b in body_rows])
+
+    frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")
+    y = frame[SPEC["target"]]
+    if SPEC["problem_type"] == "regression":
+        y = y.astype(float)
+    return score(metric, Answers(), frame[FEATURES], y, positive)
+
+
+def test_api_reproduces_the_recorded_test_score(client):
+    from deployment.api import main
+
+    meta = getattr(main, "META", None) or META
+    frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
+    answers: list[dict] = []
+    for start in range(0, len(frame), 500):
+        r = client.post("/predict", json={"records": records(frame.iloc[start:start + 500])})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        probs = body.get("probabilities") or [None] * len(body["predictions"])
+        answers += [{"prediction": p, "probabilities": q}
+                    for p, q in zip(body["predictions"], probs, strict=True)]
+    classes = [str(c) for c in (meta.get("classes") or [])]
+    got = served_score(answers, meta["primary_metric"], classes, meta.get("positive_class"))
+    assert got == pytest.approx(meta["test_score"], rel=1e-6, abs=1e-6)
 
 
 def test_predict_single_record_and_confidence(client, test_rows):
