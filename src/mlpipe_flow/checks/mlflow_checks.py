@@ -50,12 +50,13 @@ def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
         best = str(res["best_model"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         return result("failed", f"{params.results} lacks models/best_model: {e}")
-    ids = {name: (m.get("mlflow_run_id") if isinstance(m, dict) else None)
-           for name, m in models.items()}
-    unnamed = [n for n, i in ids.items() if not isinstance(i, str) or not i]
+    raw_ids = {name: (m.get("mlflow_run_id") if isinstance(m, dict) else None)
+               for name, m in models.items()}
+    unnamed = [n for n, i in raw_ids.items() if not isinstance(i, str) or not i]
     if unnamed:
         return result("failed", f"{params.results}: model(s) {unnamed} do not name their MLflow "
                       "run (mlflow_run_id)", models=list(models))
+    ids = {name: str(i) for name, i in raw_ids.items()}
     try:
         store = _read_store(p, list(ids.values()))
     except sqlite3.Error as e:
@@ -97,7 +98,8 @@ def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
     model_path = ctx.path(params.model)
     if best_run is not None and model_path.is_file():
         digest = file_sha256(model_path)
-        where = _artifact_dirs(ctx.workspace, best_run["artifact_uri"], best_run["logged"])
+        where = _artifact_dirs(ctx.workspace, [(best_run["artifact_uri"], ids[best]),
+                                               *[(loc, None) for loc in best_run["logged"]]])
         evidence["model_sha256"] = digest
         if not any(_holds(d, digest) for d in where):
             problems.append(f"the best run {ids[best]} did not log {params.model} (no file with "
@@ -168,20 +170,21 @@ def _read_store(path: Path, wanted: list[str]) -> dict[str, Any]:
     return {"runs": runs, "top_level": top}
 
 
-def _artifact_dirs(ws: Path, uri: str, logged: list[str]) -> list[Path]:
+def _artifact_dirs(ws: Path, uris: list[tuple[str, str | None]]) -> list[Path]:
     """The run's artifact folders inside the workspace. A URI is the agent's data: only what
     resolves inside the workspace is read, and a store made in another folder (a copied
-    workspace) is re-rooted by the part of its path the workspace holds."""
+    workspace) is re-rooted by the tail of its path that names the run (or the logged model)."""
     out = []
     root = ws.resolve()
-    for u in [uri, *logged]:
-        parsed = urlparse(u)
+    for uri, run_id in uris:
+        parsed = urlparse(uri)
         if parsed.scheme not in ("", "file"):
             continue
-        path = Path(unquote(parsed.path if parsed.scheme else u))
+        path = Path(unquote(parsed.path if parsed.scheme else uri))
         parts = path.parts
+        key = run_id or next((p for p in reversed(parts) if p != "artifacts"), None)
         tries = [path if path.is_absolute() else ws / path]
-        tries += [ws.joinpath(*parts[i:]) for i in range(1, len(parts))]
+        tries += [ws.joinpath(*parts[i:]) for i in range(1, len(parts)) if key in parts[i:]]
         for t in tries:
             try:
                 r = t.resolve()

@@ -382,6 +382,11 @@ def _mismatch(heading: str, line: str, token: str, allowed: set[str], tags: set[
             v = (s.get("baseline_metrics") or {}).get(m)
             if v is not None:
                 vals.append(f"baseline {m} {v:.4f}")
+    for tag in sorted(t for t in tags if t.startswith("group:")):
+        col, level = tag[len("group:"):].split("=", 1)
+        g = ((s.get("groups") or {}).get(col) or {}).get(level) or {}
+        vals += [f"{m} {v:.4f} on {col}={level}" for m, v in (g.get("metrics") or {}).items()
+                 if m in allowed and v is not None]
     if "cv" in tags and "mean" in (s.get("cv") or {}):
         vals.append(f"CV mean {s['cv']['mean']:.4f}, std {s['cv']['std']:.4f}")
     shown = line.strip()[:90]

@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.checks.model_measure import ScoreInputs, goodness, measure, score_tolerance, unit

@@ -146,8 +146,8 @@ def _measure(ctx: CheckContext, params: ScoreInputs, rels: dict[str, str]) -> di
     problem = spec["problem_type"]
     features = list(spec["feature_columns"])
     positive = spec.get("positive_class")
-    splits = {k: pd.read_csv(ctx.path(rels[k]), low_memory=False)
-              for k in ("train", "valid", "test") if k in rels}
+    splits: dict[str, Any] = {k: pd.read_csv(ctx.path(rels[k]), low_memory=False)
+                              for k in ("train", "valid", "test") if k in rels}
     for k, frame in splits.items():
         missing = [c for c in [*features, target] if c not in frame.columns]
         if missing:
@@ -166,10 +166,10 @@ def _measure(ctx: CheckContext, params: ScoreInputs, rels: dict[str, str]) -> di
                 "repeats": IMPORTANCE_REPEATS, "seed": seed,
                 "proba": metric in metrics.PROBA_METRICS})
     refit_rows = len(dev) + len(test)
-    refits = [k for k in REFITS if all(p in splits for p in REFITS[k])]
+    refits = [k for k in REFITS if all(part in splits for part in REFITS[k])]
     if refit_rows <= MAX_REFIT_ROWS:
         for k in refits:
-            fit = pd.concat([splits[p] for p in REFITS[k]], ignore_index=True)
+            fit = pd.concat([splits[part] for part in REFITS[k]], ignore_index=True)
             ops.append({"op": "refit", "fit_frame": fit.rename(columns={target: LABEL}),
                         "label": LABEL, "frame": test, "proba": proba})
     cv_frame = dev if len(dev) <= MAX_CV_ROWS else dev.sample(n=MAX_CV_ROWS,

@@ -87,7 +87,7 @@ def test_api_reproduces_the_recorded_test_score(client):
 
     meta = getattr(main, "META", None) or META
     frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
-    answers: list[dict] = []
+    answers = []
     for start in range(0, len(frame), 500):
         r = client.post("/predict", json={"records": records(frame.iloc[start:start + 500])})
         assert r.status_code == 200, r.text
