@@ -112,7 +112,7 @@ def test_forest_refitted_on_all_splits(mutant) -> None:  # type: ignore[no-untyp
     from sklearn.ensemble import RandomForestClassifier
 
     model = refit_on(mutant, "train", "valid", "test",
-                     estimator=RandomForestClassifier(n_estimators=150, random_state=0))
+                     estimator=RandomForestClassifier(n_estimators=40, random_state=0))
     save_model(mutant, model)
     score = measured(mutant, model)
     assert score > 0.97
@@ -135,7 +135,7 @@ def test_fit_that_reads_the_test_split(mutant) -> None:  # type: ignore[no-untyp
     mutant.write("models/leaky.py", LEAKY)
     spec = spec_of(mutant)
     pipe = clone(joblib.load(mutant.path("artifacts/model.joblib")))
-    pipe.steps[-1] = (pipe.steps[-1][0], RandomForestClassifier(n_estimators=150, random_state=0))
+    pipe.steps[-1] = (pipe.steps[-1][0], RandomForestClassifier(n_estimators=40, random_state=0))
     sys.path.insert(0, str(mutant.ws))
     try:
         leaky = importlib.import_module("models.leaky")
@@ -222,16 +222,19 @@ def test_fabricated_better_cv_mean(mutant) -> None:  # type: ignore[no-untyped-d
 
 # -- MLflow ---------------------------------------------------------------------------------
 def test_mlflow_runs_fabricated_without_training(mutant) -> None:  # type: ignore[no-untyped-def]
-    """A fresh store whose runs only log the numbers of results.json: nothing was trained in
-    them, and the best run holds no model."""
+    """The training's runs deleted and new ones logged that only carry the numbers of
+    results.json: nothing was trained in them, and the best run holds no model."""
     import shutil
     import subprocess
     import sys
 
-    mutant.path("mlflow.db").unlink()
+    store(mutant, "DELETE FROM tags")
+    for table in ("metrics", "latest_metrics", "params", "runs"):
+        store(mutant, f"DELETE FROM {table}")
     shutil.rmtree(mutant.path("mlruns"))
     subprocess.run([sys.executable, "-c", FABRICATE], cwd=mutant.ws, check=True, timeout=300,
                    capture_output=True)
+    assert len(store(mutant, "SELECT run_uuid FROM runs")) == 4
     mutant.assert_caught("phase3", "mlflow-runs", "did not log artifacts/model.joblib")
 
 

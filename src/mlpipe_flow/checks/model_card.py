@@ -77,11 +77,15 @@ TAGS = {
     "margin": re.compile(r"margin|improve|gini|\blift|better than|headroom|reduction", re.I),
 }
 CLAIM_SECTIONS = re.compile(r"metric|fairness|performance|evaluation|result|bias|group", re.I)
-AUDIT = re.compile(r"\b(audit(?:ed|s)?|disparit(?:y|ies)|parity|unbiased|"
-                   r"(?:no|without) (?:significant |material |measurable |notable )?"
-                   r"(?:bias|disparit\w*|differences?|gaps?)|"
-                   r"performs? (?:equally|consistently|similarly)|fair(?:ly)? across|"
-                   r"equally (?:accurate|well))\b", re.I)
+_NONE = r"(?:significant |material |measurable |notable |meaningful |evidence of |signs of )?"
+_GAPS = r"(?:bias|biases|disparit(?:y|ies)|differences?|gaps?|unfairness)"
+AUDIT = re.compile(  # claims that a fairness evaluation was done and came out clean
+    r"\baudited\b|\baudit (?:showed|shows|found|finds|revealed|confirmed)\b|"
+    rf"\b(?:found|finds|showed|shows|revealed|detected|observed|confirmed) no {_NONE}{_GAPS}|"
+    rf"\bno {_NONE}{_GAPS} (?:was|were|is|are|has been|have been) (?:found|detected|observed|"
+    r"present|identified)|\bperforms? (?:equally|consistently|similarly) (?:well )?(?:across|for)|"
+    r"\b(?:fair|unbiased) (?:across|for all)\b|\bparity (?:was|is|has been) (?:achieved|met|"
+    r"confirmed|verified)", re.I)
 MIN_GROUP_ROWS = 10
 
 
@@ -93,18 +97,45 @@ class ModelCardParams(BaseModel):
 
 
 @dataclass
+class Part:
+    level: int  # heading level (0: the text before the first heading)
+    title: str  # lower case
+    path: str  # the titles of its enclosing headings and its own, joined
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Card:
     rel: str
-    sections: dict[str, list[str]] = field(default_factory=dict)  # heading (lower) -> lines
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def sections(self) -> dict[str, list[str]]:
+        """heading (lower case) -> its own lines (not its subsections')."""
+        out: dict[str, list[str]] = {}
+        for part in self.parts:
+            out.setdefault(part.title, []).extend(part.lines)
+        return out
 
     def body(self, want: str) -> list[str]:
-        return [ln for h, lines in self.sections.items() if want.lower() in h for ln in lines]
+        """The lines of the sections whose heading names `want`, subsections included."""
+        out: list[str] = []
+        inside: int | None = None
+        for part in self.parts:
+            if inside is not None and part.level <= inside:
+                inside = None
+            if inside is None and part.level and want.lower() in part.title:
+                inside = part.level
+            if inside is not None:
+                out += ([f"### {part.title}"] if part.level > inside else []) + part.lines
+        return out
 
 
 def read_card(path: Path, ws: Path) -> Card:
     card = Card(path.relative_to(ws).as_posix())
-    current = "(preamble)"
-    card.sections[current] = []
+    stack: list[tuple[int, str]] = []
+    part = Part(0, "(preamble)", "(preamble)")
+    card.parts.append(part)
     fenced = False
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.strip().startswith("```"):
@@ -112,10 +143,13 @@ def read_card(path: Path, ws: Path) -> Card:
             continue
         m = HEADING.match(line) if not fenced else None
         if m:
-            current = m.group(1).strip().lower()
-            card.sections.setdefault(current, [])
+            level = len(line) - len(line.lstrip("#"))
+            title = m.group(1).strip().lower()
+            stack = [(lv, t) for lv, t in stack if lv < level] + [(level, title)]
+            part = Part(level, title, " / ".join(t for _, t in stack))
+            card.parts.append(part)
         elif not fenced:
-            card.sections[current].append(line.replace("`", "").replace("**", ""))
+            part.lines.append(line.replace("`", "").replace("**", ""))
     return card
 
 
@@ -321,9 +355,10 @@ def _claims(card: Card, s: dict[str, Any], spec: dict[str, Any],
     primary = s["metric"]
     measurable = set(s.get("test_metrics") or {})
     checked, problems = 0, []
-    for heading, lines in card.sections.items():
-        claim_section = bool(CLAIM_SECTIONS.search(heading))
-        section_metrics = metrics_named(heading + " " + " ".join(
+    for part in card.parts:
+        heading, lines = part.title, part.lines
+        claim_section = bool(CLAIM_SECTIONS.search(part.path))
+        section_metrics = metrics_named(part.path + " " + " ".join(
             ln for ln in lines if not ln.strip().startswith("|"))) or {primary}
         header: list[str] = []
         for i, line in enumerate(lines):
@@ -446,7 +481,8 @@ def _is_level(cell: str, col: str, level: str) -> bool:
 def _table_rows_for(card: Card, col: str) -> list[list[str]] | None:
     """Body rows of the first table whose header, or the heading/line just above it, names
     the column."""
-    for heading, lines in card.sections.items():
+    for part in card.parts:
+        heading, lines = part.path, part.lines
         for i, line in enumerate(lines):
             if not line.strip().startswith("|") or (i and lines[i - 1].strip().startswith("|")):
                 continue

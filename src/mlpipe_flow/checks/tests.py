@@ -50,8 +50,11 @@ class PytestParams(BaseModel):
     test: str = "data/splits/test.csv"
 
 
-def _run(ctx: CheckContext, folder: Path, path: str, timeout_s: float) -> tuple[Any, dict[str, int]]:
+def _run(ctx: CheckContext, folder: Path, path: str, timeout_s: float,
+         first_failure: bool = False) -> tuple[Any, dict[str, int]]:
     argv = [ctx.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ".", path]
+    if first_failure:  # on a sabotaged copy one failure is the answer
+        argv.insert(3, "-x")
     env = proc.scrubbed_env(extra={**ctx.env, "PYTHONPATH": str(folder),
                                    "PYTHONDONTWRITEBYTECODE": "1"})
     res = proc.run(argv, cwd=folder, env=env, timeout_s=max(5.0, timeout_s))
@@ -123,7 +126,7 @@ def _sabotaged_run(ctx: CheckContext, params: PytestParams, kind: str,
     else:
         did = _break_splits(params, copy, kind)
     try:
-        res, counts = _run(ctx, copy, params.path, timeout_s)
+        res, counts = _run(ctx, copy, params.path, timeout_s, first_failure=True)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
     return {"did": did, "exit": res.returncode, "timed_out": res.timed_out,
