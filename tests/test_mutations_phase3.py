@@ -293,6 +293,21 @@ def test_mlflow_and_results_claim_a_better_training(mutant) -> None:  # type: ig
     mutant.assert_caught("phase3", "mlflow-runs", "the best run", "CV mean")
 
 
+def test_saved_model_is_not_the_reported_best(mutant) -> None:  # type: ignore[no-untyped-def]
+    """Another family saved in place of the best one (honestly trained, re-logged to the best
+    run, its test score reported everywhere): results.json and its run still describe the
+    family that won, not the model that is served."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = refit_on(mutant, "train", "valid",
+                     estimator=HistGradientBoostingClassifier(max_iter=60, random_state=0))
+    save_model(mutant, model)
+    claim_test_score(mutant, measured(mutant, model))
+    mutant.edit_json("experiments/results.json", lambda d: d["models"][d["best_model"]].pop(
+        "estimator", None) and None)
+    mutant.assert_caught("phase3", "mlflow-runs", "parameters the saved")
+
+
 # -- reported numbers ------------------------------------------------------------------------
 def test_inflated_test_score_everywhere(mutant) -> None:  # type: ignore[no-untyped-def]
     meta = json.loads(mutant.text("artifacts/model_meta.json"))

@@ -105,7 +105,8 @@ def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
             problems.append(f"the best run {ids[best]} did not log {params.model} (no file with "
                             f"its sha256 {digest[:12]} in the run's artifacts)")
     if not problems:
-        problems += _against_measurement(ctx, params, models.get(best), res, best)
+        problems += _against_measurement(ctx, params, models.get(best), res, best,
+                                         (best_run or {}).get("params") or {})
     if problems:
         return result("failed", "; ".join(problems[:4]) + (
             f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""), problems=problems,
@@ -116,11 +117,11 @@ def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
 
 
 def _against_measurement(ctx: CheckContext, params: MlflowRunsParams, entry: Any,
-                         res: dict[str, Any], best: str) -> list[str]:
+                         res: dict[str, Any], best: str, logged: dict[str, str]) -> list[str]:
     s = measure(ctx, params)
     if "error" in s:
         return [f"cannot compare with the gate's measurement: {s['error']}"]
-    out = []
+    out = _describes_the_saved_model(s.get("estimator"), entry, best, logged)
     test = _num(res.get("test_score"))
     tol = score_tolerance(s["score"], params.tolerance)
     if test is not None and abs(test - s["score"]) > tol:
@@ -132,6 +133,36 @@ def _against_measurement(ctx: CheckContext, params: MlflowRunsParams, entry: Any
     if "error" not in s["cv"] and mean is not None and std is not None:
         out += cv_claim_problems(s, f"the best run ({best})", mean, std, k)
     return out
+
+
+def _describes_the_saved_model(saved: dict[str, Any] | None, entry: Any, best: str,
+                               logged: dict[str, str]) -> list[str]:
+    """The best model of results.json and its run describe the saved model: its estimator
+    class (when results.json names one) and every logged parameter named like one of the
+    saved estimator's (a pipeline prefix such as model__ aside)."""
+    if not saved:
+        return []
+    out = []
+    named = entry.get("estimator") if isinstance(entry, dict) else None
+    if isinstance(named, str) and named and named != saved["class"]:
+        out.append(f"{best} is a {named} in results.json, but the saved model is a "
+                   f"{saved['class']}")
+    differ = []
+    for key, value in logged.items():
+        name = key.rsplit("__", 1)[-1]
+        if name in saved["params"] and not _same(value, saved["params"][name]):
+            differ.append(f"{key}={value} (saved: {saved['params'][name]})")
+    if differ:
+        out.append(f"the best run logged parameters the saved {saved['class']} does not have: "
+                   + ", ".join(differ[:4]))
+    return out
+
+
+def _same(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    x, y = _num(a), _num(b)
+    return x is not None and y is not None and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12)
 
 
 def _num(v: Any) -> float | None:
@@ -157,6 +188,8 @@ def _read_store(path: Path, wanted: list[str]) -> dict[str, Any]:
             runs[rid]["metrics"] = [float(v) for (v,) in con.execute(
                 "SELECT value FROM metrics WHERE run_uuid = ?", (rid,)).fetchall()
                 if v is not None]
+            runs[rid]["params"] = dict(con.execute(
+                "SELECT key, value FROM params WHERE run_uuid = ?", (rid,)).fetchall())
         try:
             for rid, loc in con.execute("SELECT source_run_id, artifact_location FROM "
                                         "logged_models").fetchall():

@@ -284,9 +284,10 @@ def _known(ctx: CheckContext, params: CardClaimsParams, s: dict[str, Any],
     for name, v in (s.get("test_metrics") or {}).items():
         if v is not None:
             k.append(Known(v, name, "test", score_tolerance(v, params.tolerance)))
-    for name, v in (s.get("baseline_metrics") or {}).items():
-        if v is not None:
-            k.append(Known(v, name, "baseline", score_tolerance(v, params.tolerance)))
+    for key in ("baseline_metrics", "baseline_alternatives"):
+        for name, v in (s.get(key) or {}).items():
+            if v is not None:
+                k.append(Known(v, name, "baseline", score_tolerance(v, params.tolerance)))
     k.append(Known(margin(metric, s["score"], s["baseline"]), None, "margin", 0.01))
     cv = s.get("cv") or {}
     if "mean" in cv:

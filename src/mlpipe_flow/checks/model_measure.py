@@ -44,7 +44,7 @@ from mlpipe_flow.checks.artifacts import ProbeError, feature_types, run_model
 from mlpipe_flow.checks.base import CheckContext
 from mlpipe_flow.state import file_sha256
 
-MEASURE_VERSION = "3"
+MEASURE_VERSION = "4"
 CV_FOLDS = 5
 CV_REPEATS = 3
 MAX_CV_ROWS = 20_000
@@ -191,16 +191,18 @@ def _measure(ctx: CheckContext, params: ScoreInputs, rels: dict[str, str]) -> di
     truth = test[target].tolist()
     measured = saved.score(metric, truth, positive)
     scale = float(np.std(dev[target].astype(float))) if regression else 1.0
-    base, strategy, base_all = _baseline(train, test, features, target, metric, problem,
-                                         positive)
+    base, strategy, base_all, base_alt = _baseline(train, test, features, target, metric,
+                                                   problem, positive)
     result: dict[str, Any] = {
         "metric": metric, "score": measured, "baseline": base, "baseline_strategy": strategy,
         "n_test": int(len(test)), "n_train": int(len(train)),
         "n_valid": int(len(splits["valid"])) if "valid" in splits else 0,
         "higher_is_better": metrics.higher_is_better(metric), "model_type": out.get("model_type"),
+        "estimator": out.get("estimator"),
         "problem_type": problem, "seed": seed, "scale": scale,
         "test_metrics": saved.score_all(problem, truth, positive),
         "baseline_metrics": base_all,
+        "baseline_alternatives": base_alt,  # median / the other dummy: what a card may cite
         "groups": _groups(spec, test, saved, problem, positive),
     }
     result["importance"] = _guarded(_importance, results[1], sample, saved, metric, target,
@@ -288,26 +290,34 @@ def _folds(y: Any, regression: bool, seed: int) -> list[list[int]]:
 
 
 def _baseline(train: Any, test: Any, features: list[str], target: str, metric: str,
-              problem: str, positive: Any) -> tuple[float, str, dict[str, float | None]]:
+              problem: str, positive: Any) -> tuple[float, str, dict[str, Any], dict[str, Any]]:
+    """The gate's baseline (its score, how it predicts, every metric) and the metrics of the
+    other usual dummy (median for a regression, the other class rule), which a card may cite."""
     from sklearn.dummy import DummyClassifier, DummyRegressor
 
     proba = metric in metrics.PROBA_METRICS
     if problem == "regression":
         model: Any = DummyRegressor(strategy="mean")
+        other: Any = DummyRegressor(strategy="median")
         strategy = "mean of the train split's target"
     elif proba:
-        model = DummyClassifier(strategy="prior")
+        model, other = DummyClassifier(strategy="prior"), DummyClassifier(strategy="most_frequent")
         strategy = "class prior of the train split"
     else:
-        model = DummyClassifier(strategy="most_frequent")
+        model, other = DummyClassifier(strategy="most_frequent"), DummyClassifier(strategy="prior")
         strategy = "most frequent class of the train split"
     y = train[target] if problem == "regression" else train[target].map(metrics.label)
-    model.fit(train[features], y)
-    classes = [str(c) for c in getattr(model, "classes_", [])] or None
-    outs = _Outputs(model.predict(test[features]).tolist(),
-                    model.predict_proba(test[features]).tolist() if classes else None, classes)
     truth = test[target].tolist()
-    return outs.score(metric, truth, positive), strategy, outs.score_all(problem, truth, positive)
+    scored = []
+    for dummy in (model, other):
+        dummy.fit(train[features], y)
+        classes = [str(c) for c in getattr(dummy, "classes_", [])] or None
+        scored.append(_Outputs(dummy.predict(test[features]).tolist(),
+                               dummy.predict_proba(test[features]).tolist() if classes else None,
+                               classes))
+    return (scored[0].score(metric, truth, positive), strategy,
+            scored[0].score_all(problem, truth, positive),
+            scored[1].score_all(problem, truth, positive))
 
 
 def _groups(spec: dict[str, Any], test: Any, saved: _Outputs, problem: str,

@@ -197,6 +197,26 @@ def single_threaded() -> Any:
     return threadpool_limits(limits=1)
 
 
+def describe(model: Any) -> dict[str, Any] | None:
+    """The final estimator of the saved model (the last step of a Pipeline): its class name
+    and its scalar parameters, as text."""
+    final = model
+    for _ in range(5):
+        steps = getattr(final, "steps", None)
+        if not steps:
+            break
+        final = steps[-1][1]
+    if final is None or not hasattr(final, "get_params"):
+        return None
+    try:
+        params = final.get_params(deep=False)
+    except Exception:  # noqa: BLE001 - a describable model is a courtesy, not a requirement
+        params = {}
+    return {"class": type(final).__name__,
+            "params": {str(k): str(v) for k, v in params.items()
+                       if v is None or isinstance(v, (bool, int, float, str))}}
+
+
 def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore")
     req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
@@ -210,6 +230,7 @@ def main(argv: list[str]) -> int:
         classes = getattr(model, "classes_", None)
         response["model_type"] = type(model).__name__
         response["classes"] = jsonable(classes) if classes is not None else None
+        response["estimator"] = describe(model)
         if req.get("deadline_s"):
             DEADLINE[0] = time.monotonic() + float(req["deadline_s"])
         response["results"] = [run_op(model, req, op) for op in req["ops"]]

@@ -118,7 +118,7 @@ class _CannotSabotage(Exception):
 def _sabotaged_run(ctx: CheckContext, params: PytestParams, kind: str,
                    timeout_s: float) -> dict[str, Any]:
     assert ctx.scratch is not None
-    copy = ctx.scratch / f"sabotage-{kind}"
+    copy = ctx.scratch / "workspace"  # a neutral name: tests cannot tell the copy apart
     shutil.copytree(ctx.workspace, copy, symlinks=True,
                     ignore=shutil.ignore_patterns(*SKIP_COPY))
     if kind == "dummy_model":
