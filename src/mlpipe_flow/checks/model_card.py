@@ -337,6 +337,7 @@ def _parse_number(token: str) -> tuple[float, float]:
 def _matches(token: str, known: list[Known], allowed_metrics: set[str],
              tags: set[str]) -> bool:
     value, rounding = _parse_number(token)
+    tags = tags or UNTAGGED
     for kv in known:
         if allowed_metrics and kv.metric is not None and kv.metric not in allowed_metrics:
             continue
@@ -349,6 +350,27 @@ def _matches(token: str, known: list[Known], allowed_metrics: set[str],
 
 def _line_tags(text: str) -> set[str]:
     return {t for t, rx in TAGS.items() if rx.search(text)}
+
+
+UNTAGGED = {"test", "cv", "margin"}  # what a number on a line with no context word may be
+
+
+def _groups_named(text: str, s: dict[str, Any]) -> set[str]:
+    """Groups a prose line names: a level as a word ('east', 'Female'), or col=level."""
+    out = set()
+    low = text.lower()
+    for col, table in (s.get("groups") or {}).items():
+        if "error" in table:
+            continue
+        for level in table:
+            lv = level.lower()
+            named = re.search(rf"{re.escape(col.lower())}\s*(?:=|:|is)?\s*{re.escape(lv)}\b",
+                              low)
+            if not named and len(lv) >= 2 and not lv.replace(".", "").isdigit():
+                named = re.search(rf"(?<![\w-]){re.escape(lv)}(?![\w-])", low)
+            if named:
+                out.add(f"group:{col}={level}")
+    return out
 
 
 def _claims(card: Card, s: dict[str, Any], spec: dict[str, Any],
@@ -372,9 +394,11 @@ def _claims(card: Card, s: dict[str, Any], spec: dict[str, Any],
                 continue
             row_metrics = metrics_named(line)
             row_tags = _line_tags(line) | (_line_tags(" ".join(header)) if is_row else set())
-            groups = _group_tags(cells, s) if is_row else set()
-            if groups:
+            groups = _group_tags(cells, s) if is_row else _groups_named(line, s)
+            if is_row and groups:
                 row_tags = groups
+            elif groups:
+                row_tags |= groups
             for j, cell in enumerate(cells):
                 col_head = header[j] if is_row and j < len(header) else ""
                 names = metrics_named(col_head) or row_metrics
