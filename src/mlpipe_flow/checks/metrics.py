@@ -14,7 +14,8 @@ REGRESSION = {"rmse", "mae", "r2", "mape"}
 #: every metric the gate measures for a problem type (the model card may state any of them)
 BINARY = ["roc_auc", "average_precision", "log_loss", "brier", "accuracy", "balanced_accuracy",
           "f1_macro", "f1", "precision", "recall"]
-MULTICLASS = ["roc_auc", "log_loss", "accuracy", "balanced_accuracy", "f1_macro"]
+MULTICLASS = ["roc_auc", "log_loss", "accuracy", "balanced_accuracy", "f1_macro", "precision",
+              "recall"]  # precision and recall: macro averages
 
 
 def score(metric: str, truth: Any, predictions: Any = None, probabilities: Any = None,
@@ -59,6 +60,8 @@ def score(metric: str, truth: Any, predictions: Any = None, probabilities: Any =
         return float(skm.f1_score(truth_s, guess, average="macro"))
     fns = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}
     if metric in fns:
+        if positive is None:  # no positive class (multiclass): the macro average
+            return float(fns[metric](truth_s, guess, average="macro", zero_division=0))
         return float(fns[metric](truth_s, guess, pos_label=label(positive), zero_division=0))
     raise ValueError(f"unknown metric {metric!r}")
 

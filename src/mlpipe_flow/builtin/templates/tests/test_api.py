@@ -60,26 +60,36 @@ def test_predict_matches_the_saved_model(client, test_rows):
             assert str(a) == str(b)
 
 
-def served_score(body_rows: list[dict], metric: str, classes: list, positive) -> float:
-    """The primary metric of the API's answers (models.metrics computes it the same way)."""
+def served_score(answers: list[dict], meta: dict) -> float:
+    """The primary metric of the API's answers over the test split (sklearn, as in training)."""
     import numpy as np
-    from models.metrics import score
+    from sklearn import metrics as skm
 
-    class Answers:  # the API's answers, shaped like a fitted model for models.metrics.score
-        classes_ = np.asarray(classes, dtype=object)
-
-        def predict(self, X):  # noqa: N803
-            kind = float if SPEC["problem_type"] == "regression" else object
-            return np.asarray([b["prediction"] for b in body_rows], dtype=kind)
-
-        def predict_proba(self, X):  # noqa: N803
-            return np.asarray([[b["probabilities"][str(c)] for c in classes] for b in body_rows])
-
-    frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")
-    y = frame[SPEC["target"]]
+    metric, y = meta["primary_metric"], pd.read_csv(ROOT / "data/splits/test.csv")[SPEC["target"]]
+    pred = [a["prediction"] for a in answers]
     if SPEC["problem_type"] == "regression":
-        y = y.astype(float)
-    return score(metric, Answers(), frame[FEATURES], y, positive)
+        errors = {"rmse": lambda t, p: skm.mean_squared_error(t, p) ** 0.5,
+                  "mae": skm.mean_absolute_error, "r2": skm.r2_score,
+                  "mape": skm.mean_absolute_percentage_error}
+        return float(errors[metric](y.astype(float), np.asarray(pred, dtype=float)))
+    truth, classes = y.astype(str).to_numpy(), [str(c) for c in meta["classes"]]
+    positive = str(meta.get("positive_class") or classes[-1])
+    if metric in ("roc_auc", "average_precision", "log_loss"):
+        proba = np.asarray([[a["probabilities"][c] for c in classes] for a in answers])
+        if metric == "log_loss":
+            return float(skm.log_loss(truth, proba, labels=classes))
+        if len(classes) > 2:
+            return float(skm.roc_auc_score(truth, proba, multi_class="ovr", labels=classes))
+        fn = skm.roc_auc_score if metric == "roc_auc" else skm.average_precision_score
+        return float(fn(truth == positive, proba[:, classes.index(positive)]))
+    guess = np.asarray(pred).astype(str)
+    labels = {"accuracy": skm.accuracy_score, "balanced_accuracy": skm.balanced_accuracy_score}
+    if metric in labels:
+        return float(labels[metric](truth, guess))
+    if metric == "f1_macro":
+        return float(skm.f1_score(truth, guess, average="macro"))
+    fn = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}[metric]
+    return float(fn(truth, guess, pos_label=positive, zero_division=0))
 
 
 def test_api_reproduces_the_recorded_test_score(client):
@@ -95,9 +105,7 @@ def test_api_reproduces_the_recorded_test_score(client):
         probs = body.get("probabilities") or [None] * len(body["predictions"])
         answers += [{"prediction": p, "probabilities": q}
                     for p, q in zip(body["predictions"], probs, strict=True)]
-    classes = [str(c) for c in (meta.get("classes") or [])]
-    got = served_score(answers, meta["primary_metric"], classes, meta.get("positive_class"))
-    assert got == pytest.approx(meta["test_score"], rel=1e-6, abs=1e-6)
+    assert served_score(answers, meta) == pytest.approx(meta["test_score"], rel=1e-6, abs=1e-6)
 
 
 def test_predict_single_record_and_confidence(client, test_rows):
