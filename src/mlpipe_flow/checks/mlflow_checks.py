@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -35,8 +36,16 @@ class MlflowRunsParams(ScoreInputs):
     tolerance: float = Field(default=0.01, ge=0, description="score tolerance, as reported-score")
 
 
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+def _close(reported: Any, logged: float) -> bool:
+    """A logged value equals a reported one: to 1e-6, or to the digits results.json states
+    (a file that rounds to 4 decimals still names the run's value)."""
+    want = _num(reported)
+    if want is None:
+        return False
+    exponent = reported.as_tuple().exponent if isinstance(reported, Decimal) else 0
+    digits = -exponent if isinstance(exponent, int) else 0
+    rounding = 0.5 * 10 ** -digits if 0 < digits < 7 else 0.0
+    return abs(want - logged) <= max(1e-6 * max(1.0, abs(want), abs(logged)), rounding)
 
 
 def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
@@ -45,7 +54,8 @@ def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
         return result("failed", f"{params.db} does not exist (expected an MLflow SQLite store, "
                       "tracking URI sqlite:///mlflow.db)")
     try:
-        res = json.loads(ctx.path(params.results).read_text(encoding="utf-8"))
+        res = json.loads(ctx.path(params.results).read_text(encoding="utf-8"),
+                         parse_float=Decimal)  # keeps the digits it states
         models: dict[str, Any] = dict(res["models"])
         best = str(res["best_model"])
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -81,15 +91,12 @@ def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
         logged = run["metrics"]
         entry = models[name] if isinstance(models[name], dict) else {}
         for key in ("cv_mean", "cv_std"):
-            want = _num(entry.get(key))
-            if want is None or not any(_close(want, v) for v in logged):
+            if not any(_close(entry.get(key), v) for v in logged):
                 problems.append(f"{name}: run {rid} logged no metric equal to the {key} "
                                 f"{entry.get(key)} of {params.results}")
-        if name == best:
-            want = _num(res.get("test_score"))
-            if want is None or not any(_close(want, v) for v in logged):
-                problems.append(f"{name}: the best run {rid} logged no metric equal to the "
-                                f"test_score {res.get('test_score')} of {params.results}")
+        if name == best and not any(_close(res.get("test_score"), v) for v in logged):
+            problems.append(f"{name}: the best run {rid} logged no metric equal to the "
+                            f"test_score {res.get('test_score')} of {params.results}")
     if store["top_level"] < evidence["expected"]:
         problems.append(f"{store['top_level']} active top-level run(s) in {params.db}, expected "
                         f"at least {evidence['expected']} (a run per model; nested trial runs "

@@ -269,7 +269,9 @@ def _reported_fold_problems(entry: dict[str, Any], best: str, metric: str,
         if abs(mean - float(entry.get("cv_mean", "nan"))) > 1e-3 * max(1.0, abs(mean)):
             problems.append(f"cv_mean {entry.get('cv_mean')} is not the mean of its fold "
                             f"scores ({mean:.4f})")
-        if abs(std - float(entry.get("cv_std", "nan"))) > 1e-3 * max(1.0, abs(std)) + 1e-4:
+        sample_std = statistics.stdev(values) if len(values) > 1 else std  # ddof=1 is fine too
+        if not any(abs(sd - float(entry.get("cv_std", "nan"))) <= 1e-3 * max(1.0, abs(sd)) + 1e-4
+                   for sd in (std, sample_std)):
             problems.append(f"cv_std {entry.get('cv_std')} is not the std of its fold scores "
                             f"({std:.4f})")
     except (TypeError, ValueError):

@@ -64,7 +64,7 @@ class ScoreInputs(BaseModel):
     valid: str = "data/splits/valid.csv"
     test: str = "data/splits/test.csv"
     spec: str = "ml-spec.yaml"
-    score_timeout_s: float = Field(default=300, gt=0)
+    score_timeout_s: float = Field(default=540, gt=0)
 
 
 def unit(metric: str, scale: float) -> float:
