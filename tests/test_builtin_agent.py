@@ -72,7 +72,14 @@ def test_telco_phase3_model(telco_ws: Path) -> None:
     runs = sqlite3.connect(telco_ws / "mlflow.db").execute("select count(*) from runs").fetchone()
     assert runs[0] >= 4
     card = (telco_ws / "model_cards/model_card.md").read_text()
-    assert "## Fairness" in card and "gender" in card
+    assert "## Fairness" in card and "### By gender" in card and "### By SeniorCitizen" in card
+    groups = r["group_metrics"]
+    assert [g["group"] for g in groups["gender"]] == ["Female", "Male"]
+    assert [g["group"] for g in groups["SeniorCitizen"]] == ["0", "1"]
+    assert all(g["metrics"]["roc_auc"] > 0.7 for rows in groups.values() for g in rows)
+    best_run = r["models"][r["best_model"]]["mlflow_run_id"]
+    assert (telco_ws / "mlruns" / best_run / "artifacts" / "model.joblib").read_bytes() == \
+        (telco_ws / "artifacts" / "model.joblib").read_bytes()
     imp = json.loads((telco_ws / "interpretability/feature_importance.json").read_text())
     assert imp["features"][0]["importance_mean"] > 0
     print(f"\ntelco: test roc_auc {r['test_score']:.4f} vs baseline {r['baseline_test_score']:.4f}")

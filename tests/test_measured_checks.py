@@ -279,7 +279,8 @@ def test_reported_score_matches(telco_workspace: Path, broken: Path) -> None:
 
 def test_cv_stability(telco_workspace: Path, broken: Path) -> None:
     res = check(telco_workspace, "cv_stability")
-    assert res.status == "passed" and res.evidence["cv_std"] < 0.05
+    assert res.status == "passed", res.message
+    assert res.evidence["gate_cv_std"] < 0.05 and res.evidence["repeats"] == 3
     results = broken / "experiments/results.json"
 
     def widen(d: dict) -> None:
@@ -290,15 +291,69 @@ def test_cv_stability(telco_workspace: Path, broken: Path) -> None:
 
     edit_json(results, widen)
     res = check(broken, "cv_stability")
-    assert res.status == "failed" and "expected < 0.05" in res.message
+    assert res.status == "failed" and "implausibly large" in res.message, res.message
     edit_json(results, lambda d: d["models"][d["best_model"]].update(cv_std=0.001))
     res = check(broken, "cv_stability")
     assert res.status == "failed" and "is not the std of its fold scores" in res.message
 
 
+def test_cv_stability_uses_the_gates_own_spread(telco_workspace: Path, broken: Path) -> None:
+    """An unstable model fails on the spread the gate measures, whatever results.json says."""
+    res = check(telco_workspace, "cv_stability", max_std=0.001)
+    assert res.status == "failed" and "expected a std < 0.001" in res.message
+    assert "gate's 3x5-fold CV" in res.message
+
+
+def test_model_refit(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "model_refit")
+    assert res.status == "passed", res.message
+    ev = res.evidence
+    assert ev["distances"]["train_valid"] < 1e-6 < ev["distances"]["train_valid_test"]
+    import joblib
+    import pandas as pd
+    from sklearn.base import clone
+
+    spec = yaml.safe_load((broken / "ml-spec.yaml").read_text())
+    data = pd.concat([pd.read_csv(broken / f"data/splits/{n}.csv")
+                      for n in ("train", "valid", "test")], ignore_index=True)
+    model = clone(joblib.load(broken / "artifacts/model.joblib"))
+    joblib.dump(model.fit(data[spec["feature_columns"]], data[spec["target"]]),
+                broken / "artifacts/model.joblib")
+    res = check(broken, "model_refit")
+    assert res.status == "failed" and "it was trained on the test split" in res.message
+
+
+def test_model_refit_needs_a_refittable_model(broken: Path) -> None:
+    """A saved object that predicts but cannot be cloned and refitted: the gate cannot check
+    how it was trained, so the check fails (scoring it still works)."""
+    import importlib
+    import sys
+
+    import joblib
+
+    (broken / "frozen.py").write_text(
+        "class Frozen:\n"
+        "    def __init__(self, model):\n        self.model = model\n"
+        "        self.classes_ = model.classes_\n"
+        "    def predict(self, X):\n        return self.model.predict(X)\n"
+        "    def predict_proba(self, X):\n        return self.model.predict_proba(X)\n")
+    sys.path.insert(0, str(broken))
+    try:
+        frozen = importlib.import_module("frozen")
+        model = joblib.load(broken / "artifacts/model.joblib")
+        joblib.dump(frozen.Frozen(model), broken / "artifacts/model.joblib")
+    finally:
+        sys.path.remove(str(broken))
+        sys.modules.pop("frozen", None)
+    res = check(broken, "model_refit")
+    assert res.status == "failed" and "could not refit a clone" in res.message, res.message
+    assert check(broken, "model_beats_baseline").status == "passed"
+
+
 def test_mlflow_runs(telco_workspace: Path, broken: Path) -> None:
     res = check(telco_workspace, "mlflow_runs")
-    assert res.status == "passed" and res.evidence["runs"] >= 4
+    assert res.status == "passed", res.message
+    assert res.evidence["runs"] >= 4
     con = sqlite3.connect(broken / "mlflow.db")
     con.execute("update runs set lifecycle_stage = 'deleted' where run_uuid in "
                 "(select run_uuid from runs limit 2)")
@@ -306,8 +361,18 @@ def test_mlflow_runs(telco_workspace: Path, broken: Path) -> None:
     con.close()
     res = check(broken, "mlflow_runs")
     assert res.status == "failed" and "expected at least 4" in res.message
+    assert "expected an active FINISHED run" in res.message
     (broken / "mlflow.db").unlink()
     assert "does not exist" in check(broken, "mlflow_runs").message
+
+
+def test_mlflow_runs_metrics_must_be_those_of_results(broken: Path) -> None:
+    results = json.loads((broken / "experiments/results.json").read_text())
+    best = results["models"][results["best_model"]]
+    edit_json(broken / "experiments/results.json",
+              lambda d: d["models"][d["best_model"]].update(cv_mean=best["cv_mean"] + 0.01))
+    res = check(broken, "mlflow_runs")
+    assert res.status == "failed" and "logged no metric equal to the cv_mean" in res.message
 
 
 def test_model_card_sections(telco_workspace: Path, broken: Path) -> None:
@@ -316,7 +381,60 @@ def test_model_card_sections(telco_workspace: Path, broken: Path) -> None:
     text = card.read_text()
     card.write_text(text[:text.index("## Fairness")])
     res = check(broken, "model_card_sections")
-    assert res.status == "failed" and "missing section(s) ['Fairness']" in res.message
+    assert res.status == "failed" and "missing section 'Fairness'" in res.message
+    card.write_text(text.replace("## Limitations\n", "## Limitations\n\nTBD.\n"))
+    res = check(broken, "model_card_sections")
+    assert res.status == "failed" and "'Limitations' is filler" in res.message
+
+
+def test_model_card_claims(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "model_card_claims")
+    assert res.status == "passed", res.message
+    assert res.evidence["claims"] >= 10 and set(res.evidence["groups"]) == {"gender",
+                                                                           "SeniorCitizen"}
+    card = broken / "model_cards/model_card.md"
+    text = card.read_text()
+    card.write_text(text.replace("Secondary metrics", "Accuracy on the test split: 0.99. "
+                                 "Secondary metrics", 1))
+    res = check(broken, "model_card_claims")
+    assert res.status == "failed" and "states 0.99" in res.message, res.message
+    cut = text[:text.index("### By SeniorCitizen")]
+    card.write_text(cut)
+    res = check(broken, "model_card_claims")
+    assert res.status == "failed" and "no per-group table for 'SeniorCitizen'" in res.message
+
+
+def test_feature_importance(telco_workspace: Path, broken: Path) -> None:
+    res = check(telco_workspace, "feature_importance")
+    assert res.status == "passed", res.message
+    assert res.evidence["concordance"] >= 0.8 and res.evidence["confident_pairs"] >= 10
+    top = next(iter(res.evidence["gate_importance"]))
+
+    def bury(d: dict) -> None:
+        for f in d["features"]:
+            if f["feature"] == top:
+                f["importance"] = f["importance_mean"] = -1.0
+
+    edit_json(broken / "interpretability/feature_importance.json", bury)
+    res = check(broken, "feature_importance")
+    assert res.status == "failed" and f"most important feature {top!r}" in res.message
+    (broken / "interpretability/feature_importance.json").unlink()
+    (broken / "interpretability/feature_importance.md").unlink()
+    res = check(broken, "feature_importance")
+    assert res.status == "failed" and "no machine-readable feature importance" in res.message
+
+
+def test_model_tests_fail_on_a_sabotaged_copy(broken: Path) -> None:
+    """The pytest check runs the agent's tests again on a copy with a dummy model: tests that
+    pass whatever the model is fail the check."""
+    from ml_workspace import check as gate_check
+
+    res = gate_check(broken, "pytest", path="tests/test_models.py", sabotage=["dummy_model"])
+    assert res.status == "passed", res.message
+    assert "fails when the gate replaced every copy of artifacts/model.joblib" in res.message
+    (broken / "tests/test_models.py").write_text("def test_ok():\n    assert True\n")
+    res = gate_check(broken, "pytest", path="tests/test_models.py", sabotage=["dummy_model"])
+    assert res.status == "failed" and "still passes (1 passed)" in res.message
 
 
 def test_hanging_model_cannot_hang_the_gate(broken: Path) -> None:

@@ -26,9 +26,12 @@ def feature_types(frame: Any, features: list[str]) -> dict[str, str]:
 
 
 def run_model(ctx: CheckContext, model: str, features: list[str], dtypes: dict[str, str],
-              ops: list[dict[str, Any]], timeout_s: float | None = None) -> dict[str, Any]:
-    """Run `ops` (model_probe operations; a "frame" entry is written to a CSV for it) against
-    the workspace's model; returns the probe's response or raises ProbeError."""
+              ops: list[dict[str, Any]], timeout_s: float | None = None,
+              deadline_s: float | None = None) -> dict[str, Any]:
+    """Run `ops` (model_probe operations; a "frame" entry is written to a CSV for it, a
+    "fit_frame" entry — features and the op's "label" column — to the CSV a clone is fitted on)
+    against the workspace's model; returns the probe's response or raises ProbeError.
+    `deadline_s`: after this many seconds the probe skips optional work (more CV repeats)."""
     with tempfile.TemporaryDirectory(prefix="mlpipe-probe-", dir=ctx.scratch) as tmp:
         folder = Path(tmp)
         wire = []
@@ -39,10 +42,19 @@ def run_model(ctx: CheckContext, model: str, features: list[str], dtypes: dict[s
                 rows = folder / f"rows-{i}.csv"
                 frame[[c for c in features if c in frame.columns]].to_csv(rows, index=False)
                 op["rows"] = str(rows)
+            fit_frame = op.pop("fit_frame", None)
+            if fit_frame is not None:
+                fit_rows = folder / f"fit-{i}.csv"
+                cols = [c for c in features if c in fit_frame.columns] + [op["label"]]
+                fit_frame[cols].to_csv(fit_rows, index=False)
+                op["fit_rows"] = str(fit_rows)
             wire.append(op)
         req, resp = folder / "request.json", folder / "response.json"
-        req.write_text(json.dumps({"model": str(ctx.workspace / model), "features": features,
-                                   "dtypes": dtypes, "ops": wire}), encoding="utf-8")
+        request: dict[str, Any] = {"model": str(ctx.workspace / model), "features": features,
+                                   "dtypes": dtypes, "ops": wire}
+        if deadline_s:
+            request["deadline_s"] = deadline_s
+        req.write_text(json.dumps(request), encoding="utf-8")
         env = proc.scrubbed_env(extra={**ctx.env, "PYTHONPATH": str(ctx.workspace),
                                        "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "2"})
         res = proc.run([ctx.python, str(PROBE), str(req), str(resp)], cwd=ctx.workspace,

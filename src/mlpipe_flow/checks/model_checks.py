@@ -1,7 +1,7 @@
-"""Phase-3 checks that measure: the gate re-scores the saved model on the test split itself
-(in a subprocess: the model is the agent's output and unpickling it runs its code), computes
-its own dummy baseline, compares the reported score, checks CV stability, counts the runs in
-the MLflow store, and reads the model card's sections.
+"""Phase-3 checks that measure: every verdict comes from the gate's own measurement of the saved
+model (model_measure.py: re-scored on the test split, its own baseline, its own repeated
+cross-validation of a clone, clones refitted with and without the test split, permutation
+importance), never from what the agent reports. What the agent reports is compared with it.
 
 Baseline margin (see README "Measured gates"), m = model, b = baseline on the test split:
 - higher-is-better metrics bounded by 1 (roc_auc, f1_macro, accuracy, r2, ...): the share of
@@ -12,106 +12,30 @@ Baseline margin (see README "Measured gates"), m = model, b = baseline on the te
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
-import re
-import sqlite3
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mlpipe_flow.checks import metrics
-from mlpipe_flow.checks.artifacts import ProbeError, feature_types, run_model
 from mlpipe_flow.checks.base import CheckContext, result
-from mlpipe_flow.checks.metrics import PROBA_METRICS
+from mlpipe_flow.checks.model_measure import ScoreInputs, goodness, measure, score_tolerance, unit
 from mlpipe_flow.models import CheckResult
 from mlpipe_flow.spec import LOWER_IS_BETTER, margin, margin_formula
-from mlpipe_flow.state import file_sha256
+
+#: slack for honest differences between two cross-validations of one model that the fold
+#: noise does not cover (another CV scheme, train instead of train+valid), in metric points
+CV_MEAN_SLACK = 0.02
+#: two-sided p-value below which reported CV numbers are called fabricated
+CV_P_VALUE = 0.001
 
 
-class ScoreInputs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str = "artifacts/model.joblib"
-    train: str = "data/splits/train.csv"
-    test: str = "data/splits/test.csv"
-    spec: str = "ml-spec.yaml"
-    score_timeout_s: float = Field(default=300, gt=0)
-
-
-def measure(ctx: CheckContext, params: ScoreInputs) -> dict[str, Any]:
-    """The gate's own scores of the saved model and of its own dummy baseline on the test
-    split (kept in the run's records, keyed by the content of model, splits and spec)."""
-    paths = [ctx.path(r) for r in (params.spec, params.model, params.train, params.test)]
-    for rel, p in zip((params.spec, params.model, params.train, params.test), paths, strict=True):
-        if not p.is_file():
-            return {"error": f"{rel} does not exist"}
-    key = tuple(file_sha256(p) for p in paths)
-    records = ctx.records()
-    if records is not None and not records.exists():
-        return {"error": records.missing(), "status": "error"}
-    for rel, digest in ((params.train, key[2]), (params.test, key[3])):
-        recorded = records.recorded_hash(rel) if records else None
-        if recorded is not None and recorded != digest:
-            return {"error": f"{rel} changed since the phase that made it passed (recorded "
-                             f"sha256 {recorded[:12]}, now {digest[:12]}): a score on it is not "
-                             "a hold-out score; run that phase again"}
-    cache_name = "score-" + hashlib.sha256("".join(key).encode()).hexdigest()[:24]
-    cached = records.cache_get(cache_name) if records else None
-    if cached is not None:
-        return cached
-    try:
-        out = _score(ctx, params, paths)
-    except (ProbeError, ValueError, KeyError) as e:
-        return {"error": str(e)}
-    if records is not None:
-        records.cache_put(cache_name, out)
-    return out
-
-
-def _score(ctx: CheckContext, params: ScoreInputs, paths: list[Path]) -> dict[str, Any]:
-    import pandas as pd
-    import yaml
-    from sklearn.dummy import DummyClassifier, DummyRegressor
-
-    spec = yaml.safe_load(paths[0].read_text(encoding="utf-8"))
-    metric, target = spec["primary_metric"], spec["target"]
-    features = list(spec["feature_columns"])
-    train = pd.read_csv(paths[2], low_memory=False)
-    test = pd.read_csv(paths[3], low_memory=False)
-    missing = [c for c in [*features, target] if c not in test.columns or c not in train.columns]
-    if missing:
-        raise ValueError(f"the splits lack columns {missing[:5]}")
-    positive = spec.get("positive_class")
-    proba = metric in PROBA_METRICS
-    out = run_model(ctx, params.model, features, feature_types(train, features),
-                    [{"op": "predict", "frame": test, "proba": proba}],
-                    timeout_s=min(params.score_timeout_s, ctx.timeout_s))
-    got = out["results"][0]
-    if got.get("rows") != len(test) or len(got.get("predictions") or []) != len(test):
-        raise ValueError(f"the model returned {len(got.get('predictions') or [])} predictions "
-                         f"for {len(test)} rows")
-    measured = metrics.score(metric, test[target].tolist(), got["predictions"],
-                             got.get("probabilities"), out.get("classes"), positive)
-    regression = spec["problem_type"] == "regression"
-    if regression:
-        baseline: Any = DummyRegressor(strategy="mean")
-        strategy = "mean of the train split's target"
-    elif proba:
-        baseline = DummyClassifier(strategy="prior")
-        strategy = "class prior of the train split"
-    else:
-        baseline = DummyClassifier(strategy="most_frequent")
-        strategy = "most frequent class of the train split"
-    y_train = train[target] if regression else train[target].map(metrics.label)
-    baseline.fit(train[features], y_train)
-    base = metrics.score(metric, test[target].tolist(), baseline.predict(test[features]),
-                         baseline.predict_proba(test[features]) if proba else None,
-                         [str(c) for c in getattr(baseline, "classes_", [])] or None, positive)
-    return {"metric": metric, "score": measured, "baseline": base, "baseline_strategy": strategy,
-            "n_test": int(len(test)), "n_train": int(len(train)),
-            "higher_is_better": metric not in LOWER_IS_BETTER, "model_type": out.get("model_type")}
+def _cannot(params: ScoreInputs, s: dict[str, Any]) -> CheckResult:
+    return result(s.get("status", "failed"),
+                  f"cannot score {params.model} on {params.test}: {s['error']}")
 
 
 class BeatsBaselineParams(ScoreInputs):
@@ -121,12 +45,13 @@ class BeatsBaselineParams(ScoreInputs):
 def model_beats_baseline(ctx: CheckContext, params: BeatsBaselineParams) -> CheckResult:
     s = measure(ctx, params)
     if "error" in s:
-        return result(s.get("status", "failed"),
-                      f"cannot score {params.model} on {params.test}: {s['error']}")
+        return _cannot(params, s)
     metric, m, b = s["metric"], s["score"], s["baseline"]
     got = margin(metric, m, b)
-    evidence = {**s, "margin": round(got, 6), "formula": margin_formula(metric),
-                "min_margin": params.min_margin}
+    evidence = {k: s[k] for k in ("metric", "score", "baseline", "baseline_strategy", "n_test",
+                                  "n_train", "higher_is_better", "model_type")}
+    evidence.update(margin=round(got, 6), formula=margin_formula(metric),
+                    min_margin=params.min_margin)
     text = (f"measured test {metric} {m:.4f} vs the gate's baseline ({s['baseline_strategy']}) "
             f"{b:.4f}: margin {margin_formula(metric)} = {got:.1%}")
     if got <= params.min_margin:
@@ -152,11 +77,10 @@ def reported_score_matches(ctx: CheckContext, params: ReportedScoreParams) -> Ch
             return result("failed", f"{rel} does not report a numeric {params.key!r}")
     s = measure(ctx, params)
     if "error" in s:
-        return result(s.get("status", "failed"),
-                      f"cannot score {params.model} on {params.test}: {s['error']}")
+        return _cannot(params, s)
     m = s["score"]
-    allowed = params.tolerance * max(1.0, abs(m))
-    off = {rel: round(v - m, 6) for rel, v in reported.items() if abs(v - m) > allowed}
+    allowed = score_tolerance(m, params.tolerance)
+    off = {rel: round(v - m, 6) for rel, v in reported.items() if not abs(v - m) <= allowed}
     evidence = {"measured": m, "reported": reported, "tolerance": allowed, "metric": s["metric"]}
     if off:
         rel = next(iter(off))
@@ -167,13 +91,122 @@ def reported_score_matches(ctx: CheckContext, params: ReportedScoreParams) -> Ch
                   f"{m:.4f} within {allowed:.4f}", **evidence)
 
 
-class CvStabilityParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# -- trained on the test split? ------------------------------------------------------------
+class RefitParams(ScoreInputs):
+    tolerance: float = Field(default=0.01, ge=0, description="score tolerance, as reported-score")
+    max_se: float = Field(default=3.0, gt=0, description="standard errors above the CV mean")
+    match_ratio: float = Field(default=0.5, gt=0, lt=1, description=(
+        "a saved model this many times closer to the refit that saw the test split than to "
+        "the honest refits was trained on it"))
+
+
+def model_refit(ctx: CheckContext, params: RefitParams) -> CheckResult:
+    s = measure(ctx, params)
+    if "error" in s:
+        return _cannot(params, s)
+    metric, m = s["metric"], s["score"]
+    refit, cv = s.get("refit") or {}, s.get("cv") or {}
+    for part, what in ((refit, "refit a clone of"), (cv, "cross-validate a clone of")):
+        if "error" in part:
+            return result("failed", f"the gate could not {what} {params.model} "
+                          f"(sklearn.base.clone, then fit on the splits): {part['error']}; the "
+                          "saved model must be a scikit-learn estimator the gate can refit")
+    evidence: dict[str, Any] = {"metric": metric, "saved_test_score": m, "seed": s["seed"]}
+    problems = []
+    if "skipped" not in refit:
+        tv, tvt, tr = refit["train_valid"], refit["train_valid_test"], refit.get("train")
+        honest = [d for d in (tv["distance"], tr["distance"] if tr else None) if d is not None]
+        evidence.update(refit_scores={k: v["score"] for k, v in refit.items()
+                                      if isinstance(v, dict)},
+                        distances={k: v["distance"] for k, v in refit.items()
+                                   if isinstance(v, dict)},
+                        paired_se=refit.get("paired_se"))
+        nearest = min(honest)
+        if nearest > 1e-6 and tvt["distance"] <= params.match_ratio * nearest:
+            problems.append(
+                f"{params.model} matches a clone refitted on train+valid+test (mean |difference| "
+                f"of its outputs on the test split {tvt['distance']:.2g}) far more closely than "
+                f"one refitted on train+valid ({tv['distance']:.2g})"
+                + (f" or on train ({tr['distance']:.2g})" if tr else "")
+                + ": it was trained on the test split")
+        tol = max(score_tolerance(tv["score"], params.tolerance),
+                  3 * float(refit.get("paired_se") or 0.0))
+        gap = goodness(metric, m) - goodness(metric, tv["score"])
+        evidence.update(refit_gap=gap, refit_tolerance=tol)
+        if gap > tol:
+            problems.append(f"it scores {metric} {m:.4f} on the test split, a clone refitted on "
+                            f"train+valid {tv['score']:.4f} ({gap:+.4f}, tolerance {tol:.4f}): "
+                            "it learnt from rows the refit does not see (the test split)")
+    else:
+        evidence["refit"] = refit["skipped"]
+    if "mean" in cv:
+        # a test score is one more 'fold' of about n_test rows: its spread around the CV mean
+        # is the fold spread scaled to the test split's size, plus the CV mean's own error
+        se = cv["sd_fold"] * math.sqrt(cv["fold_rows"] / max(1, s["n_test"])
+                                       + 1 / (cv["repeats"] * cv["folds"]))
+        se = max(se, 1e-9)
+        z = (goodness(metric, m) - goodness(metric, cv["mean"])) / se
+        evidence.update(cv_mean=cv["mean"], cv_sd_fold=cv["sd_fold"], cv_repeats=cv["repeats"],
+                        z=round(z, 3), max_se=params.max_se)
+        if z > params.max_se:
+            problems.append(f"its test {metric} {m:.4f} is {z:.1f} standard errors above the "
+                            f"gate's cross-validated mean {cv['mean']:.4f} (fold sd "
+                            f"{cv['sd_fold']:.4f}, expected at most {params.max_se:g}): "
+                            "a score this far above cross-validation was trained on the test "
+                            "split")
+    if problems:
+        return result("failed", "; ".join(problems), **evidence)
+    text = f"test {metric} {m:.4f}"
+    if "skipped" not in refit:
+        text += (f"; clone refitted on train+valid {refit['train_valid']['score']:.4f}, "
+                 f"output distance to it {refit['train_valid']['distance']:.2g} vs "
+                 f"{refit['train_valid_test']['distance']:.2g} to the refit that saw the test "
+                 "split")
+    if "z" in evidence:
+        text += f"; {evidence['z']:+.1f} SE from the gate's CV mean {cv['mean']:.4f}"
+    return result("passed", text, **evidence)
+
+
+# -- cross-validation ---------------------------------------------------------------------
+class CvStabilityParams(ScoreInputs):
     results: str = "experiments/results.json"
-    train: str = "data/splits/train.csv"
     max_std: float = Field(default=0.05, gt=0)
     min_folds: int = Field(default=3, ge=2)
     min_models: int = Field(default=4, ge=1, description="baseline + model families")
+
+
+def cv_claim_problems(s: dict[str, Any], who: str, mean_r: float, std_r: float,
+                      k_r: int) -> list[str]:
+    """Problems with a reported CV mean/std of the saved model against the gate's own CV (an
+    F-test on the spread, a z-test plus CV_MEAN_SLACK on the mean; see README)."""
+    from scipy.special import fdtri  # the F distribution's quantile (lighter than scipy.stats)
+
+    cv, metric = s["cv"], s["metric"]
+    u = unit(metric, s["scale"])
+    sd, reps, k = cv["sd_fold"], cv["repeats"], cv["folds"]
+    out = []
+    se = sd * math.sqrt(1 / max(k_r, 1) + 1 / (reps * k))
+    tol = 3.29 * se + CV_MEAN_SLACK * u
+    if abs(mean_r - cv["mean"]) > tol:
+        out.append(f"{who} reports CV mean {mean_r:.4f}, the gate's own {reps}x{k}-fold CV of "
+                   f"the saved model measured {cv['mean']:.4f} (tolerance {tol:.4f})")
+    if k_r >= 2 and sd > 0:
+        n_train, n_dev = s["n_train"], s["n_train"] + s["n_valid"]
+        per_fold = sd ** 2 * (cv["rows"] / k)  # variance x rows per fold (variance ~ 1/rows)
+        low, high = per_fold / (n_dev / k_r), per_fold / (max(1, n_train) / k_r)
+        var_r = std_r ** 2 * k_r / (k_r - 1)
+        dfn, dfd = k_r - 1, reps * (k - 1)
+        lo_q, hi_q = float(fdtri(dfn, dfd, CV_P_VALUE / 2)), float(fdtri(dfn, dfd, 1 - CV_P_VALUE / 2))
+        floor = (0.002 * u) ** 2
+        if var_r < low * lo_q and low - var_r > floor:
+            out.append(f"{who} reports CV std {std_r:.4f}, implausibly small for this model: the "
+                       f"gate's own CV measured a fold sd of {sd:.4f}, expected a reported std of "
+                       f"at least {math.sqrt(low * lo_q * (k_r - 1) / k_r):.4f} (F-test, "
+                       f"p < {CV_P_VALUE})")
+        elif var_r > high * hi_q and var_r - high > floor:
+            out.append(f"{who} reports CV std {std_r:.4f}, implausibly large for this model: the "
+                       f"gate's own CV measured a fold sd of {sd:.4f} (F-test, p < {CV_P_VALUE})")
+    return out
 
 
 def cv_stability(ctx: CheckContext, params: CvStabilityParams) -> CheckResult:
@@ -181,154 +214,152 @@ def cv_stability(ctx: CheckContext, params: CvStabilityParams) -> CheckResult:
         res = json.loads(ctx.path(params.results).read_text(encoding="utf-8"))
         models: dict[str, Any] = res["models"]
         best = res["best_model"]
-        metric = res["primary_metric"]
         entry = models[best]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return result("failed", f"{params.results} lacks models/best_model/primary_metric: {e}")
+        return result("failed", f"{params.results} lacks models/best_model: {e}")
     if len(models) < params.min_models:
         return result("failed", f"{params.results} holds {len(models)} model(s), expected at "
                       f"least {params.min_models} (a baseline and the model families)",
                       models=list(models))
+    s = measure(ctx, params)
+    if "error" in s:
+        return _cannot(params, s)
+    metric, cv = s["metric"], s["cv"]
+    if "error" in cv:
+        return result("failed", f"the gate could not cross-validate a clone of {params.model} "
+                      f"(sklearn.base.clone, then fit): {cv['error']}")
+    u = unit(metric, s["scale"])
+    normalised = cv["std"] / u
+    evidence: dict[str, Any] = {
+        "model": best, "metric": metric, "gate_cv_mean": cv["mean"], "gate_cv_std": cv["std"],
+        "gate_fold_scores": cv["scores"], "folds": cv["folds"], "repeats": cv["repeats"],
+        "rows": cv["rows"], "capped": cv["capped"], "seed": cv["seed"], "scale": u,
+        "normalised_std": round(normalised, 6), "max_std": params.max_std}
+    problems = _reported_fold_problems(entry, best, metric, params)
+    if not problems:
+        scores = [float(x) for x in entry["cv_scores"]]
+        evidence["reported_cv_scores"] = scores
+        problems += cv_claim_problems(s, f"{params.results} ({best})",
+                                      statistics.fmean(scores), statistics.pstdev(scores),
+                                      len(scores))
+    what = (f"the gate's {cv['repeats']}x{cv['folds']}-fold CV of the saved model on "
+            f"{cv['rows']} train+valid rows: {metric} {cv['mean']:.4f}, std {cv['std']:.4f}"
+            + ("" if u == 1.0 else f" / target std {u:.3f} = {normalised:.4f}"))
+    if normalised >= params.max_std:
+        problems.insert(0, f"{what}, expected a std < {params.max_std}")
+    if problems:
+        return result("failed", "; ".join(problems), **evidence)
+    return result("passed", f"{what} (< {params.max_std}); the reported folds agree",
+                  **evidence)
+
+
+def _reported_fold_problems(entry: dict[str, Any], best: str, metric: str,
+                            params: CvStabilityParams) -> list[str]:
     scores = entry.get("cv_scores")
     if not isinstance(scores, list) or len(scores) < params.min_folds:
-        return result("failed", f"{best}: cv_scores must list at least {params.min_folds} fold "
-                      f"scores, found {scores!r}")
-    scores = [float(x) for x in scores]
-    mean, std = statistics.fmean(scores), statistics.pstdev(scores)
+        return [f"{best}: cv_scores must list at least {params.min_folds} fold scores, found "
+                f"{scores!r}"]
+    try:
+        values = [float(x) for x in scores]
+    except (TypeError, ValueError):
+        return [f"{best}: cv_scores are not numbers: {scores!r}"]
+    mean, std = statistics.fmean(values), statistics.pstdev(values)
     problems = []
-    if abs(mean - float(entry.get("cv_mean", float("nan")))) > 1e-3 * max(1.0, abs(mean)):
-        problems.append(f"cv_mean {entry.get('cv_mean')} is not the mean of its fold scores "
-                        f"({mean:.4f})")
-    if abs(std - float(entry.get("cv_std", float("nan")))) > 1e-3 * max(1.0, abs(std)) + 1e-4:
-        problems.append(f"cv_std {entry.get('cv_std')} is not the std of its fold scores "
-                        f"({std:.4f})")
+    try:
+        if abs(mean - float(entry.get("cv_mean", "nan"))) > 1e-3 * max(1.0, abs(mean)):
+            problems.append(f"cv_mean {entry.get('cv_mean')} is not the mean of its fold "
+                            f"scores ({mean:.4f})")
+        sample_std = statistics.stdev(values) if len(values) > 1 else std  # ddof=1 is fine too
+        if not any(abs(sd - float(entry.get("cv_std", "nan"))) <= 1e-3 * max(1.0, abs(sd)) + 1e-4
+                   for sd in (std, sample_std)):
+            problems.append(f"cv_std {entry.get('cv_std')} is not the std of its fold scores "
+                            f"({std:.4f})")
+    except (TypeError, ValueError):
+        problems.append(f"{best}: cv_mean/cv_std are not numbers")
     bounded = metric not in LOWER_IS_BETTER
-    if bounded and metric != "r2" and not all(0.0 <= x <= 1.0 for x in scores):
-        problems.append(f"fold scores outside [0, 1] for {metric}: {scores}")
-    if not bounded and not all(x >= 0 for x in scores):
-        problems.append(f"negative fold scores for the error metric {metric}: {scores}")
-    if problems:
-        return result("failed", f"{params.results}: {'; '.join(problems)}", cv_scores=scores)
-    scale, normalised = 1.0, std
-    if not bounded:  # errors are in target units: divide by the target's std (scale-free)
-        target_std = _target_std(ctx, params.train)
-        if not target_std:
-            return result("failed", f"cannot measure the target's spread in {params.train}")
-        scale, normalised = target_std, std / target_std
-    evidence = {"model": best, "metric": metric, "cv_scores": scores, "cv_std": round(std, 6),
-                "scale": round(scale, 6), "normalised_std": round(normalised, 6),
-                "max_std": params.max_std}
-    what = (f"{best}: CV std of {metric} {std:.4f}"
-            + ("" if bounded else f" / target std {scale:.3f} = {normalised:.4f}"))
-    if normalised >= params.max_std:
-        return result("failed", f"measured {what} over {len(scores)} folds, expected < "
-                      f"{params.max_std}", **evidence)
-    return result("passed", f"{what} over {len(scores)} folds (< {params.max_std})", **evidence)
+    if bounded and metric != "r2" and not all(0.0 <= x <= 1.0 for x in values):
+        problems.append(f"fold scores outside [0, 1] for {metric}: {values}")
+    if not bounded and not all(x >= 0 for x in values):
+        problems.append(f"negative fold scores for the error metric {metric}: {values}")
+    return [f"{params.results}: {p}" for p in problems]
 
 
-def _target_std(ctx: CheckContext, rel: str) -> float | None:
-    import csv
+# -- feature importance ---------------------------------------------------------------------
+class ImportanceParams(ScoreInputs):
+    folder: str = "interpretability"
+    min_concordance: float = Field(default=0.8, ge=0, le=1, description=(
+        "share of the feature pairs the gate orders with confidence that the file orders alike"))
+    top_k: int = Field(default=3, ge=1, description="the gate's most important feature must "
+                                                    "be among the file's top k")
+    z: float = Field(default=3.0, gt=0, description="a pair is ordered with confidence when "
+                                                    "its importances differ by z standard errors")
+
+
+def feature_importance(ctx: CheckContext, params: ImportanceParams) -> CheckResult:
+    from mlpipe_flow.checks.importance_file import find_importances
 
     spec = ctx.spec() or {}
-    target = spec.get("target")
-    p = ctx.path(rel)
-    if not target or not p.is_file():
-        return None
-    values = []
-    with p.open(encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                values.append(float(row[target]))
-            except (KeyError, TypeError, ValueError):
-                continue
-    return statistics.pstdev(values) if len(values) > 1 else None
-
-
-class MlflowRunsParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    db: str = "mlflow.db"
-    results: str = "experiments/results.json"
-    min_runs: int = Field(default=4, ge=1)
-
-
-def mlflow_runs(ctx: CheckContext, params: MlflowRunsParams) -> CheckResult:
-    p = ctx.path(params.db)
-    if not p.is_file():
-        return result("failed", f"{params.db} does not exist (expected an MLflow SQLite store, "
-                      "tracking URI sqlite:///mlflow.db)")
-    expected = params.min_runs
-    metric = None
-    try:
-        res = json.loads(ctx.path(params.results).read_text(encoding="utf-8"))
-        expected = max(expected, len(res.get("models", {})))
-        metric = res.get("primary_metric")
-    except (OSError, ValueError, AttributeError):
-        pass
-    try:
-        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10)
-        try:
-            runs = con.execute("SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'"
-                               ).fetchone()[0]
-            with_metric = con.execute(
-                "SELECT count(DISTINCT run_uuid) FROM metrics WHERE key LIKE ?",
-                (f"%{metric or ''}%",)).fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error as e:
-        return result("failed", f"{params.db} is not an MLflow store: {e}")
-    evidence = {"runs": runs, "runs_with_metric": with_metric, "expected": expected,
-                "metric": metric}
-    if runs < expected or with_metric < expected:
-        return result("failed", f"measured {runs} active run(s) in {params.db}, {with_metric} "
-                      f"with a {metric or 'any'} metric; expected at least {expected}", **evidence)
-    return result("passed", f"{runs} runs in {params.db}, {with_metric} logging "
-                  f"{metric or 'metrics'}", **evidence)
-
-
-class ModelCardParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    glob: str = "model_cards/*.md"
-    sections: list[str] = Field(default_factory=lambda: ["Intended use", "Data", "Metrics",
-                                                         "Limitations", "Fairness"])
-    min_words: int = Field(default=5, ge=0, description="words of text each section needs")
-
-
-HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
-
-
-def model_card_sections(ctx: CheckContext, params: ModelCardParams) -> CheckResult:
-    cards = sorted(ctx.workspace.glob(params.glob))
-    if not cards:
-        return result("failed", f"no model card matches {params.glob}")
-    best: dict[str, Any] = {}
-    for card in cards:
-        bodies: dict[str, list[str]] = {}
-        current = None
-        for line in card.read_text(encoding="utf-8", errors="replace").splitlines():
-            m = HEADING.match(line)
-            if m:
-                current = m.group(1).strip().lower()
-                bodies.setdefault(current, [])
-            elif current is not None:
-                bodies[current].append(line)
-        found: list[str] = []
-        thin: list[str] = []
-        missing: list[str] = []
-        for want in params.sections:
-            heads = [h for h in bodies if want.lower() in h]
-            if not heads:
-                missing.append(want)
-                continue
-            words = sum(len(re.findall(r"\w+", " ".join(bodies[h]))) for h in heads)
-            (found if words >= params.min_words else thin).append(want)
-        rel = card.relative_to(ctx.workspace).as_posix()
-        if not missing and not thin:
-            return result("passed", f"{rel} has all {len(params.sections)} sections",
-                          card=rel, sections=found)
-        if not best or len(found) > len(best["found"]):
-            best = {"card": rel, "found": found, "missing": missing, "thin": thin}
-    msg = f"{best['card']}: missing section(s) {best['missing']}" if best["missing"] else ""
-    if best["thin"]:
-        msg += ("; " if msg else f"{best['card']}: ") + (
-            f"section(s) with fewer than {params.min_words} words: {best['thin']}")
-    return result("failed", f"{msg} (expected: {', '.join(params.sections)})", **best)
+    features = [str(c) for c in spec.get("feature_columns") or []]
+    found = find_importances(ctx.path(params.folder), features)
+    if found is None:
+        return result("failed", f"no machine-readable feature importance in {params.folder}/ "
+                      "(a JSON or CSV file naming the raw feature columns with a number each, "
+                      "e.g. feature_importance.json)", features=features[:20])
+    rel, reported = found
+    rel = Path(params.folder, rel).as_posix()
+    s = measure(ctx, params)
+    if "error" in s:
+        return _cannot(params, s)
+    imp = s["importance"]
+    if "error" in imp:
+        return result("failed", f"the gate could not measure permutation importance of "
+                      f"{params.model}: {imp['error']}")
+    u = unit(s["metric"], s["scale"])
+    gate = {c: (v[0], v[1]) for c, v in imp["features"].items()}
+    ranked = sorted(gate, key=lambda c: -gate[c][0])
+    mine = sorted(reported, key=lambda c: -reported[c])
+    reps = imp["repeats"]
+    pairs = conc = 0
+    discordant: list[str] = []
+    for a, b in itertools.combinations(features, 2):
+        (ma, sa), (mb, sb) = gate[a], gate[b]
+        se = math.sqrt((sa ** 2 + sb ** 2) / reps)
+        if abs(ma - mb) <= params.z * se or max(ma, mb) <= 0.002 * u:
+            continue
+        ra, rb = reported.get(a), reported.get(b)
+        if ra is None and rb is None or ra == rb:
+            continue  # the file does not order these two
+        pairs += 1
+        hi, lo = (a, b) if ma > mb else (b, a)
+        rh, rl = reported.get(hi, -math.inf), reported.get(lo, -math.inf)
+        if rh > rl:
+            conc += 1
+        elif len(discordant) < 3:
+            discordant.append(f"{hi} > {lo}")
+    top = ranked[0]
+    evidence = {"file": rel, "metric": s["metric"], "seed": s["seed"], "rows": imp["rows"],
+                "repeats": reps,
+                "gate_importance": {c: round(gate[c][0], 6) for c in ranked},
+                "reported_top": mine[:10], "confident_pairs": pairs,
+                "concordance": round(conc / pairs, 4) if pairs else None}
+    problems = []
+    # the top feature is held to the file's top k only when the gate is sure it belongs there:
+    # clearly above zero and above the gate's (k+1)-th feature
+    runner_up = gate[ranked[params.top_k]] if len(ranked) > params.top_k else (0.0, 0.0)
+    top_sig = (gate[top][0] > 0.002 * u
+               and gate[top][0] - runner_up[0] > params.z * math.sqrt(
+                   (gate[top][1] ** 2 + runner_up[1] ** 2) / reps))
+    if top_sig and top not in mine[:params.top_k]:
+        problems.append(f"the gate's most important feature {top!r} (drop in {s['metric']} "
+                        f"{gate[top][0]:.4f} when shuffled) is not in {rel}'s top "
+                        f"{params.top_k} ({', '.join(mine[:params.top_k])})")
+    if pairs and conc / pairs < params.min_concordance:
+        problems.append(f"{rel} orders only {conc}/{pairs} of the feature pairs the gate's "
+                        f"permutation importance orders with confidence as the gate does "
+                        f"(expected >= {params.min_concordance:.0%}; e.g. measured "
+                        f"{'; '.join(discordant)})")
+    if problems:
+        return result("failed", "; ".join(problems), **evidence)
+    return result("passed", f"{rel} agrees with the gate's permutation importance "
+                  f"(seed {s['seed']}, {imp['rows']} test rows): top feature {top!r}, "
+                  f"{conc}/{pairs} confident pairs in the same order", **evidence)

@@ -40,8 +40,8 @@ def explain() -> dict[str, Any]:
     result: dict[str, Any] = {
         "method": "permutation_importance", "metric": metric, "n_repeats": REPEATS,
         "rows": int(len(X)),
-        "features": [{"feature": f, "importance_mean": float(m), "importance_std": float(s)}
-                     for f, m, s in ranked],
+        "features": [{"feature": f, "importance": float(m), "importance_mean": float(m),
+                      "importance_std": float(s)} for f, m, s in ranked],
         "shap": shap_summary(model, X),
     }
     out = ROOT / "interpretability"

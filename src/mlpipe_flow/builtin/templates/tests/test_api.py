@@ -1,4 +1,6 @@
-"""API tests for deployment/api/main.py, with FastAPI's TestClient (no network)."""
+"""API tests for deployment/api/main.py, with FastAPI's TestClient (no network). Besides the
+contract of each endpoint, the API's answers over the whole test split must reproduce the test
+score recorded for the model it serves: an API serving a wrong model fails them."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from pathlib import Path
 import joblib
 import pandas as pd
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 META = json.loads((ROOT / "artifacts" / "model_meta.json").read_text())
 FEATURES = META["feature_columns"]
+SPEC = yaml.safe_load((ROOT / "ml-spec.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,54 @@ def test_predict_matches_the_saved_model(client, test_rows):
             assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
         else:
             assert str(a) == str(b)
+
+
+def served_score(answers: list[dict], meta: dict) -> float:
+    """The primary metric of the API's answers over the test split (sklearn, as in training)."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    metric, y = meta["primary_metric"], pd.read_csv(ROOT / "data/splits/test.csv")[SPEC["target"]]
+    pred = [a["prediction"] for a in answers]
+    if SPEC["problem_type"] == "regression":
+        errors = {"rmse": lambda t, p: skm.mean_squared_error(t, p) ** 0.5,
+                  "mae": skm.mean_absolute_error, "r2": skm.r2_score,
+                  "mape": skm.mean_absolute_percentage_error}
+        return float(errors[metric](y.astype(float), np.asarray(pred, dtype=float)))
+    truth, classes = y.astype(str).to_numpy(), [str(c) for c in meta["classes"]]
+    positive = str(meta.get("positive_class") or classes[-1])
+    if metric in ("roc_auc", "average_precision", "log_loss"):
+        proba = np.asarray([[a["probabilities"][c] for c in classes] for a in answers])
+        if metric == "log_loss":
+            return float(skm.log_loss(truth, proba, labels=classes))
+        if len(classes) > 2:
+            return float(skm.roc_auc_score(truth, proba, multi_class="ovr", labels=classes))
+        fn = skm.roc_auc_score if metric == "roc_auc" else skm.average_precision_score
+        return float(fn(truth == positive, proba[:, classes.index(positive)]))
+    guess = np.asarray(pred).astype(str)
+    labels = {"accuracy": skm.accuracy_score, "balanced_accuracy": skm.balanced_accuracy_score}
+    if metric in labels:
+        return float(labels[metric](truth, guess))
+    if metric == "f1_macro":
+        return float(skm.f1_score(truth, guess, average="macro"))
+    fn = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}[metric]
+    return float(fn(truth, guess, pos_label=positive, zero_division=0))
+
+
+def test_api_reproduces_the_recorded_test_score(client):
+    from deployment.api import main
+
+    meta = getattr(main, "META", None) or META
+    frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
+    answers = []
+    for start in range(0, len(frame), 500):
+        r = client.post("/predict", json={"records": records(frame.iloc[start:start + 500])})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        probs = body.get("probabilities") or [None] * len(body["predictions"])
+        answers += [{"prediction": p, "probabilities": q}
+                    for p, q in zip(body["predictions"], probs, strict=True)]
+    assert served_score(answers, meta) == pytest.approx(meta["test_score"], rel=1e-6, abs=1e-6)
 
 
 def test_predict_single_record_and_confidence(client, test_rows):

@@ -1,4 +1,6 @@
-"""Tests of the data pipeline: ingestion, schema, splits and preprocessing, on the real data."""
+"""Tests of the data pipeline: ingestion, schema, splits and preprocessing, on the real data.
+The split files must be exactly what the pipeline's own split of the ingested data gives: a
+row lost, added or copied between splits fails them."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 import yaml
 from data_ingestion.ingest import clean, frame_sha256, load_raw, numeric_text_columns
 from data_quality.schema import load_schema, validate
-from feature_engineering.features import build_preprocessor
+from feature_engineering.features import build_preprocessor, make_splits, write_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "valid", "test")
@@ -59,6 +61,25 @@ def test_no_row_is_in_two_splits(splits: dict[str, pd.DataFrame]) -> None:
     for name, frame in splits.items():
         for h in pd.util.hash_pandas_object(frame, index=False):
             assert seen.setdefault(int(h), name) == name
+
+
+def test_split_files_are_the_pipelines_split_of_the_ingested_data(tmp_path: Path,
+                                                                  spec: dict) -> None:
+    data = pd.read_csv(ROOT / "data/interim/dataset.csv", low_memory=False)
+    write_splits(make_splits(data, spec), tmp_path)
+    for name in SPLITS:
+        mine = (ROOT / f"data/splits/{name}.csv").read_text(encoding="utf-8")
+        assert mine == (tmp_path / f"data/splits/{name}.csv").read_text(encoding="utf-8"), name
+
+
+def test_splits_partition_the_ingested_rows(splits: dict[str, pd.DataFrame], spec: dict) -> None:
+    data = pd.read_csv(ROOT / "data/interim/dataset.csv", low_memory=False)
+    expected = sum(len(part) for part in make_splits(data, spec).values())
+    assert sum(len(frame) for frame in splits.values()) == expected
+    shares = spec.get("splits") or {}
+    for name, frame in splits.items():
+        if name in shares:  # each split's share of the rows, within a row of rounding
+            assert abs(len(frame) - shares[name] * expected) <= 0.01 * expected + 1, name
 
 
 def test_splits_hold_features_and_target(splits: dict[str, pd.DataFrame], spec: dict) -> None:
