@@ -175,9 +175,10 @@ def build(splits: Path, features: list[str], n_test: int, n_valid: int, vary_row
         col = seen[c].dropna() if c in seen.columns else seen.iloc[:0, 0]
         if col.empty:
             continue
+        values: list[object]
         if c in numeric:
             qs = np.quantile(col.to_numpy(dtype=float), QUANTILES)
-            values = sorted({float(round(v)) if c in whole else float(round(v, 4)) for v in qs})
+            values = list(sorted({float(round(v)) if c in whole else float(round(v, 4)) for v in qs}))
         else:
             counts = col.astype(str).value_counts()
             top = counts.index[:len(QUANTILES)].tolist()
