@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +34,53 @@ def build_seed_workflow(dest: Path, copy: bool = False) -> Path:
         else:
             (dest / name).symlink_to(src)
     return dest
+
+
+# -- running the suite on several workers (pytest-xdist) ---------------------------------------
+# Tests that measure time (an open-loop load at 1000 req/s, a whole run whose phase-4 gate
+# drives one) are marked `alone`: they hold an exclusive lock while every other test holds a
+# shared one, so nothing runs beside them. Session fixtures that cost minutes are built once for
+# all workers, under a lock, in the session's common temporary folder.
+
+def _session_root(factory: pytest.TempPathFactory) -> Path:
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def cpu_lock(factory: pytest.TempPathFactory, exclusive: bool) -> Iterator[None]:
+    fd = os.open(_session_root(factory) / "cpu.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_share(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with cpu_lock(tmp_path_factory, request.node.get_closest_marker("alone") is not None):
+        yield
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any],
+               alone: bool = False) -> Any:
+    """`build(folder)` once per test session whatever the number of workers; its JSON-able
+    result is kept beside the folder for the other workers."""
+    root = _session_root(factory)
+    folder, done = root / name, root / f"{name}.json"
+    fd = os.open(root / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            with cpu_lock(factory, exclusive=alone) if alone else contextlib.nullcontext():
+                value = build(folder)
+            done.write_text(json.dumps(value))
+        return json.loads(done.read_text())
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture(autouse=True)
@@ -83,19 +136,27 @@ def telco_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builtin_helpers import run_phases
     from datagen import data_file
 
-    ws = tmp_path_factory.mktemp("telco") / "ws"
-    run_phases(ws, "predict churn from real-time predictions via API, retraining daily",
-               str(data_file("telco_churn.csv")), "phase1", "phase2", "phase3")
-    return ws
+    def build(folder: Path) -> str:
+        ws = folder / "ws"
+        run_phases(ws, "predict churn from real-time predictions via API, retraining daily",
+                   str(data_file("telco_churn.csv")), "phase1", "phase2", "phase3")
+        return str(ws)
+
+    return Path(built_once(tmp_path_factory, "telco", build))
 
 
 @pytest.fixture(scope="session")
 def passing(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The example data through all six phases and gates with the built-in agent, once per
     session (tests/mutations.py). Read-only: break a `mutant` copy instead."""
-    from mutations import build_passing
+    from mutations import Passing, build_passing
 
-    return build_passing(tmp_path_factory.mktemp("passing"))
+    def build(folder: Path) -> dict[str, str]:
+        p = build_passing(folder)
+        return {"ws": str(p.ws), "home": str(p.home), "workflow": str(p.workflow)}
+
+    got = built_once(tmp_path_factory, "passing", build, alone=True)  # its phase 4 drives a load
+    return Passing(Path(got["ws"]), Path(got["home"]), Path(got["workflow"]))
 
 
 @pytest.fixture

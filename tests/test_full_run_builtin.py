@@ -21,6 +21,7 @@ ARTIFACTS = ("deployment/api/main.py", "monitoring/alerts/alerts.yml", "registry
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # its phase-4 gate drives a 1000 req/s load
 @shared_data
 @pytest.mark.parametrize("name", list(RUNS))
 def test_full_run_on_real_data_reaches_100(name: str, tmp_path: Path) -> None:

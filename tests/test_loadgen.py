@@ -6,8 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mlpipe_flow import proc
 from mlpipe_flow.checks.loadgen import run_load
+
+pytestmark = pytest.mark.alone  # latencies measured: nothing runs beside these tests
 
 SERVER = Path(__file__).parent / "servers" / "delay_server.py"
 

@@ -390,6 +390,7 @@ def _short_load(mutant: Mutant) -> Any:
     return r
 
 
+@pytest.mark.alone
 def test_api_fast_only_from_a_cache(mutant: Mutant) -> None:
     """A slow model behind a cache of request bodies: the old load test cycled 500 test rows, so
     after its first 500 requests every answer came from the cache."""
@@ -404,6 +405,7 @@ def test_api_fast_only_from_a_cache(mutant: Mutant) -> None:
     assert "p95 not under 100 ms" in r.message and r.evidence["distinct_requests"] == 2500
 
 
+@pytest.mark.alone
 def test_api_answering_a_constant_when_busy(mutant: Mutant) -> None:
     """Load shedding with made-up answers: when requests queue up, a constant is returned
     instead of running the model (every answer a 200)."""

@@ -39,6 +39,7 @@ def test_phase4_gate_passes(ws4: Path) -> None:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
 
 
+@pytest.mark.alone
 def test_api_holds_an_open_loop_load(ws4: Path) -> None:
     """The load check passes on the generated API at the gate's own target, 1000 req/s
     (MLPIPE_TEST_LOAD_RATE overrides it)."""
@@ -48,6 +49,7 @@ def test_api_holds_an_open_loop_load(ws4: Path) -> None:
     assert abs(r.evidence["sent"] - rate * 10) <= 1 and r.evidence["errors"] == 0
 
 
+@pytest.mark.alone
 def test_slow_predict_fails_the_latency_check(ws4: Path, tmp_path: Path) -> None:
     ws = copy(ws4, tmp_path / "slow")
     main = ws / "deployment" / "api" / "main.py"

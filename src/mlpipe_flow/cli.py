@@ -52,13 +52,15 @@ WorkflowOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _setup(workspace: Path, workflow: Path | None, flags: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """The configuration (file < env < flags) and the workflow it names."""
+def _setup(workspace: Path, workflow: Path | None, flags: dict[str, Any] | None = None,
+           only_gate_of: str | None = None) -> tuple[Any, Any]:
+    """The configuration (file < env < flags) and the workflow it names (with `only_gate_of`,
+    only that phase's gate has its check params validated)."""
     from mlpipe_flow.config import load_config
     from mlpipe_flow.workflow import load_workflow
 
     config = load_config(workspace, flags)
-    return config, load_workflow(config.workflow_dir(workspace, workflow))
+    return config, load_workflow(config.workflow_dir(workspace, workflow), only_phase=only_gate_of)
 
 
 @app.command()
@@ -122,7 +124,7 @@ def gate(
     ws = workspace.resolve()
     if not ws.is_dir():
         raise UsageError(f"workspace {workspace} does not exist")
-    config, wf = _setup(ws, workflow)
+    config, wf = _setup(ws, workflow, only_gate_of=phase)
     ph = wf.phase(phase)
     state = StateStore(ws).load()
     data: dict[str, Any] = {"target": state.target if state else None}
@@ -130,7 +132,8 @@ def gate(
         data.update(state.data.model_dump())
     display = NullDisplay() if json_out else PlainDisplay()
     report = run_gate(ph, wf.gates[ph.gate], ws, only=only, display=display, data=data,
-                      python=config.python, run_id=state.run_id if state else None)
+                      python=config.python, run_id=state.run_id if state else None,
+                      jobs=config.gate_jobs)
     if junit:
         write_junit(report, junit)
     if json_out:
@@ -173,7 +176,7 @@ def render(
     from mlpipe_flow.state import DataRef, RunState, StateStore
 
     ws = workspace.resolve()
-    config, wf = _setup(ws, workflow)
+    config, wf = _setup(ws, workflow, only_gate_of=phase)
     ph = wf.phase(phase)
     engine = Engine(wf, config, NullDisplay(),
                     RunOptions(problem=problem, workspace=ws, data=data, target=target))

@@ -36,12 +36,14 @@ class Settings(BaseModel):
     pass_env: list[str] = Field(default_factory=list, description="secret-like variables to pass on")
     memory: bool = True
     workflow: str | None = Field(default=None, description="workflow folder (relative: to the workspace)")
+    gate_jobs: int = Field(default=0, ge=0, le=32,
+                           description="checks of a gate run at once (0: one per CPU core, at most 4)")
 
 
 ENV_PREFIX = "MLPIPE_"
 ENV_FIELDS = {
     "runner", "command", "prompt_via", "model", "max_attempts", "timeout_s",
-    "idle_timeout_s", "budget_usd", "python", "memory", "workflow",
+    "idle_timeout_s", "budget_usd", "python", "memory", "workflow", "gate_jobs",
 }
 
 

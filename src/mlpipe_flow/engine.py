@@ -254,7 +254,7 @@ class Engine:
         assert self.state is not None
         return run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
                         data=self.gate_data(), python=self.config.python,
-                        run_id=self.state.run_id)
+                        run_id=self.state.run_id, jobs=self.config.gate_jobs)
 
     # -- what an agent may not touch ----------------------------------------------------
     @property

@@ -11,14 +11,16 @@ in for mlpipe's own modules.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from mlpipe_flow import proc
-from mlpipe_flow.checks import CheckContext
+from mlpipe_flow.checks import CHECKS, CheckContext
 from mlpipe_flow.display import Display, NullDisplay
 from mlpipe_flow.errors import UsageError
 from mlpipe_flow.models import CheckResult, CheckSpec, Gate, GateReport, Phase
@@ -74,7 +76,11 @@ def run_gate(
     data: dict[str, Any] | None = None,
     python: str | None = None,
     run_id: str | None = None,
+    jobs: int = 0,
 ) -> GateReport:
+    """The checks run `jobs` at a time (0: one per CPU core, at most 4), each in its own
+    process; a check whose kind measures time (`CheckKind.exclusive`, the load test) runs
+    alone, after the checks before it finished. Results are shown and kept in gate order."""
     display = display or NullDisplay()
     checks = gate.checks
     if only:
@@ -85,16 +91,35 @@ def run_gate(
                              f"(checks: {', '.join(sorted(known))})")
         checks = [c for c in checks if c.id in only]
     started = time.monotonic()
-    results: list[CheckResult] = []
     display.emit("gate_started", phase=phase.id, gate=phase.gate, checks=len(checks))
-    for spec in checks:
+
+    def one(spec: CheckSpec) -> CheckResult:
         ctx = CheckContext(workspace=workspace, phase=phase.id, timeout_s=spec.timeout_s,
                            data=dict(data or {}), run_id=run_id)
         if python:
             ctx.python = python
-        res = run_check(spec, ctx)
-        results.append(res)
-        display.emit("check", phase=phase.id, **res.model_dump())
+        return run_check(spec, ctx)
+
+    workers = jobs or min(4, os.cpu_count() or 1)
+    results: list[CheckResult] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlpipe-check") as pool:
+        pending: list[Future[CheckResult]] = []
+
+        def drain() -> None:  # show finished checks in gate order
+            while pending:
+                res = pending.pop(0).result()
+                results.append(res)
+                display.emit("check", phase=phase.id, **res.model_dump())
+
+        for spec in checks:
+            kind = CHECKS.get(spec.kind)
+            if kind is not None and kind.exclusive:
+                drain()
+                pending.append(pool.submit(one, spec))
+                drain()
+            else:
+                pending.append(pool.submit(one, spec))
+        drain()
     passed = all(r.status in ("passed", "skipped") for r in results)
     report = GateReport(phase=phase.id, gate=phase.gate, passed=passed, checks=results,
                         duration_s=round(time.monotonic() - started, 3))

@@ -58,7 +58,9 @@ class ProcResult:
         return f"exit status {self.returncode}"
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the thread that started it ends
+    (PR_SET_PDEATHSIG). A check's own process calls it first thing (`checks/child.py`)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -66,6 +68,13 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
+
+def _preexec() -> Callable[[], None] | None:
+    """`die_with_parent` between fork and exec - only from the main thread: code run after a
+    fork in a threaded process may deadlock (a gate's checks start from worker threads, and
+    set it themselves after exec)."""
+    return die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
@@ -110,7 +119,7 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_preexec(),
         )
     except FileNotFoundError:
         return ProcResult(argv, 127, f"{argv[0]}: command not found", 0.0)
@@ -225,7 +234,7 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_preexec(),
         )
     except OSError:
         log.close()

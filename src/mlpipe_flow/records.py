@@ -14,10 +14,12 @@ gates only read them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlpipe_flow.state import atomic_write
+from mlpipe_flow.state import atomic_write, file_lock
 
 RECORDS = "records"
 
@@ -103,6 +105,13 @@ class RunRecords:
 
     def cache_put(self, name: str, value: dict[str, Any]) -> None:
         atomic_write(self.dir / "cache" / f"{name}.json", json.dumps(value))
+
+    @contextmanager
+    def cache_lock(self, name: str) -> Iterator[None]:
+        """Held while a measurement is looked up, made and stored: checks running at once
+        that need the same measurement make it once (the others wait and read it)."""
+        with file_lock(self.dir / "cache" / f"{name}.lock"):
+            yield
 
 
 def _read(path: Path) -> dict[str, Any] | None:

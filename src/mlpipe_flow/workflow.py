@@ -73,7 +73,10 @@ def parse_model(path: Path, model: type[BaseModel], data: Any) -> Any:
         raise ConfigError(describe_validation_error(path, e, model)) from None
 
 
-def load_workflow(root: Path | None = None) -> Workflow:
+def load_workflow(root: Path | None = None, *, only_phase: str | None = None) -> Workflow:
+    """The workflow in `root`, every file validated. With `only_phase`, check params are
+    validated for that phase's gate alone (`mlpipe gate PHASE` need not import every check's
+    module); the other gates are still parsed and checked for ids and kinds."""
     root = (root or default_workflow_dir()).resolve()
     if not root.is_dir():
         raise ConfigError(f"workflow folder {root} does not exist")
@@ -95,6 +98,7 @@ def load_workflow(root: Path | None = None) -> Workflow:
         files[phase.id] = path
         phases.append(phase)
     phases.sort(key=lambda p: p.progress_start)
+    only_gate = next((p.gate for p in phases if p.id == only_phase), None)
 
     roles = {p.stem: p.read_text(encoding="utf-8") for p in (root / "prompts" / ROLE_DIR).glob("*.md")}
     gates: dict[str, Gate] = {}
@@ -112,12 +116,13 @@ def load_workflow(root: Path | None = None) -> Workflow:
             if req not in ids:
                 raise ConfigError(f"{path}: field 'requires': unknown phase '{req}'")
         if phase.gate not in gates:
-            gates[phase.gate] = load_gate(root / "gates" / f"{phase.gate}.yaml", source=path)
+            gates[phase.gate] = load_gate(root / "gates" / f"{phase.gate}.yaml", source=path,
+                                          params=only_gate in (None, phase.gate))
     return Workflow(root=root, phases=phases, gates=gates, roles=roles, files=files)
 
 
-def load_gate(path: Path, source: Path | None = None) -> Gate:
-    from mlpipe_flow.checks import validate_params
+def load_gate(path: Path, source: Path | None = None, *, params: bool = True) -> Gate:
+    from mlpipe_flow.checks import validate_kind, validate_params
 
     if not path.is_file():
         where = f"{source}: field 'gate': " if source else ""
@@ -128,5 +133,8 @@ def load_gate(path: Path, source: Path | None = None) -> Gate:
         if check.id in seen:
             raise ConfigError(f"{path}: checks.{i}.id: '{check.id}' is used twice")
         seen.add(check.id)
-        validate_params(path, i, check)
+        if params:
+            validate_params(path, i, check)
+        else:
+            validate_kind(path, i, check)
     return gate

@@ -7,6 +7,7 @@ Heavy libraries are imported inside the functions that need them, never here.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,30 +15,6 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from mlpipe_flow.checks import (
-    ab_checks,
-    canary_checks,
-    ci_checks,
-    ct_checks,
-    dag_checks,
-    dashboard_checks,
-    data_checks,
-    doc_checks,
-    dockerfile_checks,
-    files,
-    manifest_checks,
-    mlflow_checks,
-    model_card,
-    model_checks,
-    monitoring_checks,
-    notebook_checks,
-    runbook_checks,
-    security_checks,
-    serving_checks,
-    spec_checks,
-    split_checks,
-    tests,
-)
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.errors import ConfigError
 from mlpipe_flow.models import CheckResult, CheckSpec, describe_validation_error
@@ -45,115 +22,140 @@ from mlpipe_flow.models import CheckResult, CheckSpec, describe_validation_error
 
 @dataclass(frozen=True)
 class CheckKind:
-    params: type[BaseModel]
-    run: Callable[[CheckContext, Any], CheckResult]
+    """A check kind: its params model and function, each given as the object itself or as
+    "module:name" (a module of this package), imported only when used - so a check's own
+    process imports its module alone, not every check's."""
+
+    params_ref: type[BaseModel] | str
+    run_ref: Callable[[CheckContext, Any], CheckResult] | str
     doc: str
+    exclusive: bool = False  # it measures time: the gate runs it with no other check beside it
+
+    @property
+    def params(self) -> type[BaseModel]:
+        return _resolve(self.params_ref)  # type: ignore[no-any-return]
+
+    @property
+    def run(self) -> Callable[[CheckContext, Any], CheckResult]:
+        return _resolve(self.run_ref)  # type: ignore[no-any-return]
+
+
+def _resolve(ref: Any) -> Any:
+    if not isinstance(ref, str):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(f"mlpipe_flow.checks.{module}"), name)
 
 
 CHECKS: dict[str, CheckKind] = {
-    "exists": CheckKind(files.ExistsParams, files.exists, "files or folders exist"),
-    "pattern": CheckKind(files.PatternParams, files.pattern, "a regex occurs in files"),
-    "pytest": CheckKind(tests.PytestParams, tests.pytest,
+    "exists": CheckKind("files:ExistsParams", "files:exists", "files or folders exist"),
+    "pattern": CheckKind("files:PatternParams", "files:pattern", "a regex occurs in files"),
+    "pytest": CheckKind("tests:PytestParams", "tests:pytest",
                         "a workspace test file passes, and fails where the gate broke a copy"),
     # measured checks of phases 1-3 (heavy libraries are imported inside the functions)
-    "ml_spec": CheckKind(spec_checks.MlSpecParams, spec_checks.ml_spec,
+    "ml_spec": CheckKind("spec_checks:MlSpecParams", "spec_checks:ml_spec",
                          "ml-spec.yaml validates against the MlSpec model"),
-    "target_in_data": CheckKind(spec_checks.TargetInDataParams, spec_checks.target_in_data,
+    "target_in_data": CheckKind("spec_checks:TargetInDataParams", "spec_checks:target_in_data",
                                 "the spec's target (and features) are columns of the data"),
-    "splits_schema": CheckKind(data_checks.SplitsSchemaParams, data_checks.splits_schema,
+    "splits_schema": CheckKind("data_checks:SplitsSchemaParams", "data_checks:splits_schema",
                                "every cell of the splits complies with the schema"),
-    "splits_completeness": CheckKind(data_checks.CompletenessParams,
-                                     data_checks.splits_completeness,
+    "splits_completeness": CheckKind("data_checks:CompletenessParams",
+                                     "data_checks:splits_completeness",
                                      "the share of non-missing cells in the splits"),
-    "schema_fits_data": CheckKind(data_checks.SchemaFitsParams, data_checks.schema_fits_data,
+    "schema_fits_data": CheckKind("data_checks:SchemaFitsParams", "data_checks:schema_fits_data",
                                   "the schema's ranges, categories and nullability fit the raw data"),
-    "splits_from_raw": CheckKind(split_checks.FromRawParams, split_checks.splits_from_raw,
+    "splits_from_raw": CheckKind("split_checks:FromRawParams", "split_checks:splits_from_raw",
                                  "every split row is a raw row, once; coverage; sizes vs shares"),
-    "splits_disjoint": CheckKind(split_checks.DisjointParams, split_checks.splits_disjoint,
+    "splits_disjoint": CheckKind("split_checks:DisjointParams", "split_checks:splits_disjoint",
                                  "no exact or near-duplicate row is in two splits"),
-    "split_not_easier": CheckKind(split_checks.NotEasierParams, split_checks.split_not_easier,
+    "split_not_easier": CheckKind("split_checks:NotEasierParams", "split_checks:split_not_easier",
                                   "the test split is not easier than a random one (gate's model)"),
-    "dag_structure": CheckKind(dag_checks.DagParams, dag_checks.dag_structure,
+    "dag_structure": CheckKind("dag_checks:DagParams", "dag_checks:dag_structure",
                                "a DAG file loads as in Airflow; ordered tasks run workspace code"),
-    "notebook_valid": CheckKind(notebook_checks.NotebookParams, notebook_checks.notebook_valid,
+    "notebook_valid": CheckKind("notebook_checks:NotebookParams", "notebook_checks:notebook_valid",
                                 "notebooks run in a fresh kernel and match their saved outputs"),
-    "model_beats_baseline": CheckKind(model_checks.BeatsBaselineParams,
-                                      model_checks.model_beats_baseline,
+    "model_beats_baseline": CheckKind("model_checks:BeatsBaselineParams",
+                                      "model_checks:model_beats_baseline",
                                       "the gate re-scores the model and its own dummy baseline"),
-    "reported_score_matches": CheckKind(model_checks.ReportedScoreParams,
-                                        model_checks.reported_score_matches,
+    "reported_score_matches": CheckKind("model_checks:ReportedScoreParams",
+                                        "model_checks:reported_score_matches",
                                         "the reported test score equals the gate's measurement"),
-    "model_refit": CheckKind(model_checks.RefitParams, model_checks.model_refit,
+    "model_refit": CheckKind("model_checks:RefitParams", "model_checks:model_refit",
                              "the saved model is what its pipeline learns without the test split"),
-    "cv_stability": CheckKind(model_checks.CvStabilityParams, model_checks.cv_stability,
+    "cv_stability": CheckKind("model_checks:CvStabilityParams", "model_checks:cv_stability",
                               "the gate's own CV spread is small; the reported folds agree"),
-    "mlflow_runs": CheckKind(mlflow_checks.MlflowRunsParams, mlflow_checks.mlflow_runs,
+    "mlflow_runs": CheckKind("mlflow_checks:MlflowRunsParams", "mlflow_checks:mlflow_runs",
                              "results.json's runs exist in MLflow with its numbers and the model"),
-    "model_card_sections": CheckKind(model_card.ModelCardParams, model_card.model_card_sections,
+    "model_card_sections": CheckKind("model_card:ModelCardParams", "model_card:model_card_sections",
                                      "the model card has its sections, each with real text"),
-    "model_card_claims": CheckKind(model_card.CardClaimsParams, model_card.model_card_claims,
+    "model_card_claims": CheckKind("model_card:CardClaimsParams", "model_card:model_card_claims",
                                    "every number the model card states is one the gate measured"),
-    "feature_importance": CheckKind(model_checks.ImportanceParams,
-                                    model_checks.feature_importance,
+    "feature_importance": CheckKind("model_checks:ImportanceParams",
+                                    "model_checks:feature_importance",
                                     "the saved importances rank features as the gate measures"),
-    "api_serves": CheckKind(serving_checks.ApiServesParams, serving_checks.api_serves,
+    "api_serves": CheckKind("serving_checks:ApiServesParams", "serving_checks:api_serves",
                             "the API starts, /predict agrees with the saved model, bad input 422"),
-    "api_load": CheckKind(serving_checks.ApiLoadParams, serving_checks.api_load,
-                          "the API holds an open-loop load within its latency objective"),
-    "dockerfile": CheckKind(dockerfile_checks.DockerfileParams, dockerfile_checks.dockerfile,
+    "api_load": CheckKind("serving_checks:ApiLoadParams", "serving_checks:api_load",
+                          "the API holds an open-loop load within its latency objective", exclusive=True),
+    "dockerfile": CheckKind("dockerfile_checks:DockerfileParams", "dockerfile_checks:dockerfile",
                             "Dockerfile: pinned slim base, non-root user, healthcheck; its "
                             "COPY sources exist in the build context"),
-    "dockerfile_serves": CheckKind(dockerfile_checks.DockerfileServesParams,
-                                   dockerfile_checks.dockerfile_serves,
+    "dockerfile_serves": CheckKind("dockerfile_checks:DockerfileServesParams",
+                                   "dockerfile_checks:dockerfile_serves",
                                    "the image's files assembled, its command serves the model, "
                                    "its HEALTHCHECK tracks the API"),
-    "k8s_manifests": CheckKind(manifest_checks.K8sParams, manifest_checks.k8s_manifests,
+    "k8s_manifests": CheckKind("manifest_checks:K8sParams", "manifest_checks:k8s_manifests",
                                "Kubernetes manifests: kinds, resources, probes, HPA bounds"),
-    "ab_drill": CheckKind(ab_checks.AbDrillParams, ab_checks.ab_drill,
+    "ab_drill": CheckKind("ab_checks:AbDrillParams", "ab_checks:ab_drill",
                           "A/B assignment, significance and rollback drilled on gate-made data"),
-    "deployment_guide": CheckKind(doc_checks.DeploymentGuideParams, doc_checks.deployment_guide,
+    "deployment_guide": CheckKind("doc_checks:DeploymentGuideParams", "doc_checks:deployment_guide",
                                   "the deployment guide covers run, build, deploy, roll back"),
-    "ci_workflow": CheckKind(ci_checks.CiWorkflowParams, ci_checks.ci_workflow,
+    "ci_workflow": CheckKind("ci_checks:CiWorkflowParams", "ci_checks:ci_workflow",
                              "CI workflows validate; jobs run pytest, build the image, deploy"),
-    "bandit": CheckKind(security_checks.BanditParams, security_checks.bandit,
+    "bandit": CheckKind("security_checks:BanditParams", "security_checks:bandit",
                         "bandit finds no high-severity issue in the generated code"),
-    "secrets": CheckKind(security_checks.SecretsParams, security_checks.secrets,
+    "secrets": CheckKind("security_checks:SecretsParams", "security_checks:secrets",
                          "no secret-like strings in the workspace"),
-    "metrics_exposed": CheckKind(monitoring_checks.MetricsExposedParams,
-                                 monitoring_checks.metrics_exposed,
+    "metrics_exposed": CheckKind("monitoring_checks:MetricsExposedParams",
+                                 "monitoring_checks:metrics_exposed",
                                  "metrics read by dashboards and alerts have samples and move "
                                  "under traffic"),
-    "prometheus_rules": CheckKind(monitoring_checks.PromRulesParams,
-                                  monitoring_checks.prometheus_rules,
+    "prometheus_rules": CheckKind("monitoring_checks:PromRulesParams",
+                                  "monitoring_checks:prometheus_rules",
                                   "promtool validates config and rules; every alert fires in the "
                                   "gate's drill, none on healthy traffic"),
-    "drift_drill": CheckKind(monitoring_checks.DriftDrillParams, monitoring_checks.drift_drill,
+    "drift_drill": CheckKind("monitoring_checks:DriftDrillParams", "monitoring_checks:drift_drill",
                              "the drift detector flags and names single-feature shifts, quiet on "
                              "clean samples"),
-    "grafana_dashboards": CheckKind(dashboard_checks.DashboardParams,
-                                    dashboard_checks.grafana_dashboards,
+    "grafana_dashboards": CheckKind("dashboard_checks:DashboardParams",
+                                    "dashboard_checks:grafana_dashboards",
                                     "dashboards have panels with valid PromQL covering the API and model"),
-    "runbook": CheckKind(runbook_checks.RunbookParams, runbook_checks.runbook,
+    "runbook": CheckKind("runbook_checks:RunbookParams", "runbook_checks:runbook",
                          "the on-call runbook has an entry with steps for every alert"),
-    "dag_parses": CheckKind(dag_checks.CtDagParams, dag_checks.dag_parses,
+    "dag_parses": CheckKind("dag_checks:CtDagParams", "dag_checks:dag_parses",
                             "the retraining DAG loads with the spec's schedule; ordered tasks "
                             "run workspace code"),
-    "retrain_drill": CheckKind(ct_checks.RetrainDrillParams, ct_checks.retrain_drill,
+    "retrain_drill": CheckKind("ct_checks:RetrainDrillParams", "ct_checks:retrain_drill",
                                "worse data keeps the champion, better data replaces a bad one"),
-    "rollback_drill": CheckKind(ct_checks.RollbackDrillParams, ct_checks.rollback_drill,
+    "rollback_drill": CheckKind("ct_checks:RollbackDrillParams", "ct_checks:rollback_drill",
                                 "promote, roll back, and the previous version serves again"),
-    "canary_drill": CheckKind(canary_checks.CanaryDrillParams, canary_checks.canary_drill,
+    "canary_drill": CheckKind("canary_checks:CanaryDrillParams", "canary_checks:canary_drill",
                               "the canary keeps a healthy version and rolls back a degraded one"),
 }
 
 
-def validate_params(path: Path, index: int, check: CheckSpec) -> BaseModel:
+def validate_kind(path: Path, index: int, check: CheckSpec) -> CheckKind:
     kind = CHECKS.get(check.kind)
     if kind is None:
         raise ConfigError(
             f"{path}: checks.{index}.kind: unknown check kind '{check.kind}' "
             f"(known: {', '.join(sorted(CHECKS))})"
         )
+    return kind
+
+
+def validate_params(path: Path, index: int, check: CheckSpec) -> BaseModel:
+    kind = validate_kind(path, index, check)
     try:
         return kind.params.model_validate(check.params)
     except ValidationError as e:
@@ -161,4 +163,4 @@ def validate_params(path: Path, index: int, check: CheckSpec) -> BaseModel:
             describe_validation_error(path, e, kind.params, loc_prefix=f"checks.{index}.params.")
         ) from None
 
-__all__ = ["CHECKS", "CheckContext", "CheckKind", "result", "validate_params"]
+__all__ = ["CHECKS", "CheckContext", "CheckKind", "result", "validate_kind", "validate_params"]

@@ -23,6 +23,9 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from mlpipe_flow.proc import die_with_parent
+
+    die_with_parent()  # the gate starts checks from worker threads: no preexec_fn there
     signal.signal(signal.SIGTERM, _terminate)
     payload_path, result_path = Path(argv[0]), Path(argv[1])
     payload = json.loads(payload_path.read_text(encoding="utf-8"))

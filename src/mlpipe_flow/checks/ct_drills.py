@@ -14,6 +14,7 @@ it is within `recover_se` (2) standard errors of the score phase 3 passed with.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -460,14 +461,16 @@ def champion_state(drill: Drill, truth: Truth) -> Served:
     if records is not None and not records.exists():
         raise DrillError(records.missing())
     key = f"ct-served-{tree_hash(drill.ws)}-{drill.params.se_resamples}"
-    cached = records.cache_get(key) if records else None
-    if cached:
-        return Served(**cached)
-    served = serve(drill, truth, {"champion": drill.snapshot("champion")},
-                   with_se={"champion"}, with_metrics={"champion"})["champion"]
-    if records is not None:
-        records.cache_put(key, asdict(served))
-    return served
+    lock = records.cache_lock(key) if records is not None else contextlib.nullcontext()
+    with lock:  # the phase-6 drills run at once: the first measures, the others wait for it
+        cached = records.cache_get(key) if records else None
+        if cached:
+            return Served(**cached)
+        served = serve(drill, truth, {"champion": drill.snapshot("champion")},
+                       with_se={"champion"}, with_metrics={"champion"})["champion"]
+        if records is not None:
+            records.cache_put(key, asdict(served))
+        return served
 
 
 def phase3_level(drill: Drill, champion: Served) -> tuple[float, str]:

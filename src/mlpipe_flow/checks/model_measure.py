@@ -30,6 +30,7 @@ it is kept under MLPIPE_HOME/gate-cache by the same key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -107,18 +108,20 @@ def measure(ctx: CheckContext, params: ScoreInputs) -> dict[str, Any]:
     where = [params.model, params.train, params.valid, params.test, params.spec]
     key = json.dumps([MEASURE_VERSION, sorted(digests.items()), where])
     name = "measure-" + hashlib.sha256(key.encode()).hexdigest()[:24]
-    cached = records.cache_get(name) if records else _home_cache(name)
-    if cached is not None:
-        return cached
-    try:
-        out = _measure(ctx, params, rels)
-    except (ProbeError, ValueError, KeyError) as e:
-        return {"error": str(e)}
-    if records is not None:
-        records.cache_put(name, out)
-    else:
-        _home_cache(name, out)
-    return out
+    lock = records.cache_lock(name) if records is not None else contextlib.nullcontext()
+    with lock:  # checks of one gate run at once: the first measures, the others wait for it
+        cached = records.cache_get(name) if records else _home_cache(name)
+        if cached is not None:
+            return cached
+        try:
+            out = _measure(ctx, params, rels)
+        except (ProbeError, ValueError, KeyError) as e:
+            return {"error": str(e)}
+        if records is not None:
+            records.cache_put(name, out)
+        else:
+            _home_cache(name, out)
+        return out
 
 
 def _home_cache(name: str, value: dict[str, Any] | None = None) -> dict[str, Any] | None:

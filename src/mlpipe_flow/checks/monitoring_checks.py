@@ -13,6 +13,7 @@ detector in `drift_drill`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -143,16 +144,18 @@ def observe_api(ctx: CheckContext, n_good: int) -> tuple[Observation, dict[str, 
     records = ctx.records()
     usable = records is not None and records.exists()
     name = f"observe-{served_content_key(ctx.workspace, n_good)}" if usable else ""
-    if records is not None and usable:
-        cached = records.cache_get(name)
-        if cached is not None:
-            obs, traffic = _decode(cached)
-            return obs, {**traffic, "measured": "earlier in this run, same served content"}
-    with running_api(ctx) as api:
-        obs, traffic = observe(ctx, api, n_good)
-    if records is not None and usable and all(s == 200 for s in traffic["statuses"]["good"]):
-        records.cache_put(name, _encode(obs, traffic))
-    return obs, traffic
+    lock = records.cache_lock(name) if records is not None and usable else contextlib.nullcontext()
+    with lock:  # checks of one gate run at once: the first observes, the others wait for it
+        if records is not None and usable:
+            cached = records.cache_get(name)
+            if cached is not None:
+                obs, traffic = _decode(cached)
+                return obs, {**traffic, "measured": "earlier in this run, same served content"}
+        with running_api(ctx) as api:
+            obs, traffic = observe(ctx, api, n_good)
+        if records is not None and usable and all(s == 200 for s in traffic["statuses"]["good"]):
+            records.cache_put(name, _encode(obs, traffic))
+        return obs, traffic
 
 
 def used_metrics(ws: Path, dashboards: str, rules_glob: str) -> tuple[dict[str, set[str]], list[str]]:
