@@ -41,7 +41,7 @@ promtool:
 	  || echo "promtool/prometheus not installed: the alert and canary drills will say they cannot measure"; } || true
 
 test: venv claude promtool
-	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 from conftest import REPO, mlpipe
 
@@ -69,3 +70,21 @@ def workflow_with_load_rate(dest: Path, rate: float) -> Path:
     load["name"] = load["name"].replace("1000 req/s", f"{rate:g} req/s")
     (dest / "gates" / "phase4.yaml").write_text(yaml.safe_dump(gate, sort_keys=False))
     return dest
+
+
+PHASES = ("phase1", "phase2", "phase3", "phase4", "phase5", "phase6")
+
+
+def run_every_phase(ws: Path, problem: str, data: Path, workflow: Path, env: dict[str, str],
+                    cpu: Any) -> None:
+    """The whole workflow, 0% -> 100%, one `mlpipe run --phase` at a time: phase 4, whose gate
+    drives a 1000 req/s load, with the machine to itself (`cpu.alone()`), the others beside
+    other tests (`cpu.shared()`)."""
+    for i, phase in enumerate(PHASES):
+        args = ["run", problem, "-w", str(ws), "--runner", "builtin", "--workflow", str(workflow),
+                "--phase", phase, *(["--data", str(data)] if i == 0 else [])]
+        with cpu.alone() if phase == "phase4" else cpu.shared():
+            res = mlpipe(*args, env=env, timeout=1200)
+        assert res.returncode == 0, (phase, res.stdout[-6000:], res.stderr[-3000:])
+    state = json.loads((ws / ".mlpipe" / "state.json").read_text())
+    assert state["progress"] == 100 and state["status"] == "passed", state

@@ -47,24 +47,55 @@ def _session_root(factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-@contextlib.contextmanager
-def cpu_lock(factory: pytest.TempPathFactory, exclusive: bool) -> Iterator[None]:
-    fd = os.open(_session_root(factory) / "cpu.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
+class Cpu:
+    """This worker's share of the machine, one lock file for the whole session: shared while a
+    test runs, exclusive while it measures time. Changing the mode releases the old lock first
+    (flock), so two workers asking for `alone()` at once cannot deadlock."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.mode = fcntl.LOCK_UN
+
+    @contextlib.contextmanager
+    def hold(self, mode: int) -> Iterator[None]:
+        before = self.mode
+        self._set(mode)
+        try:
+            yield
+        finally:
+            self._set(before)
+
+    def _set(self, mode: int) -> None:
+        if mode != self.mode:
+            fcntl.flock(self.fd, mode)
+            self.mode = mode
+
+    def alone(self) -> contextlib.AbstractContextManager[None]:
+        return self.hold(fcntl.LOCK_EX)
+
+    def shared(self) -> contextlib.AbstractContextManager[None]:
+        return self.hold(fcntl.LOCK_SH)
+
+
+_CPU: dict[str, Cpu] = {}
+
+
+def cpu_of(factory: pytest.TempPathFactory) -> Cpu:
+    if "cpu" not in _CPU:
+        _CPU["cpu"] = Cpu(_session_root(factory) / "cpu.lock")
+    return _CPU["cpu"]
 
 
 @pytest.fixture(autouse=True)
-def _cpu_share(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with cpu_lock(tmp_path_factory, request.node.get_closest_marker("alone") is not None):
-        yield
+def cpu(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cpu]:
+    """Held by every test: shared, or exclusive for a test marked `alone`; a test that measures
+    time in one step only takes `cpu.alone()` around that step."""
+    c = cpu_of(tmp_path_factory)
+    with c.alone() if request.node.get_closest_marker("alone") else c.shared():
+        yield c
 
 
-def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any],
-               alone: bool = False) -> Any:
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> Any:
     """`build(folder)` once per test session whatever the number of workers; its JSON-able
     result is kept beside the folder for the other workers."""
     root = _session_root(factory)
@@ -75,9 +106,7 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
         if not done.is_file():
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
-            with cpu_lock(factory, exclusive=alone) if alone else contextlib.nullcontext():
-                value = build(folder)
-            done.write_text(json.dumps(value))
+            done.write_text(json.dumps(build(folder)))
         return json.loads(done.read_text())
     finally:
         os.close(fd)
@@ -138,8 +167,9 @@ def telco_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     def build(folder: Path) -> str:
         ws = folder / "ws"
-        run_phases(ws, "predict churn from real-time predictions via API, retraining daily",
-                   str(data_file("telco_churn.csv")), "phase1", "phase2", "phase3")
+        with cpu_of(tmp_path_factory).shared():
+            run_phases(ws, "predict churn from real-time predictions via API, retraining daily",
+                       str(data_file("telco_churn.csv")), "phase1", "phase2", "phase3")
         return str(ws)
 
     return Path(built_once(tmp_path_factory, "telco", build))
@@ -152,10 +182,10 @@ def passing(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     from mutations import Passing, build_passing
 
     def build(folder: Path) -> dict[str, str]:
-        p = build_passing(folder)
+        p = build_passing(folder, cpu_of(tmp_path_factory))
         return {"ws": str(p.ws), "home": str(p.home), "workflow": str(p.workflow)}
 
-    got = built_once(tmp_path_factory, "passing", build, alone=True)  # its phase 4 drives a load
+    got = built_once(tmp_path_factory, "passing", build)
     return Passing(Path(got["ws"]), Path(got["home"]), Path(got["workflow"]))
 
 

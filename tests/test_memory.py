@@ -162,15 +162,17 @@ def test_corrupt_database_warns_and_the_run_completes(ws: Path, csv_file: Path, 
     assert "Traceback" not in res.stderr
 
 
-def test_unwritable_location_warns_and_the_run_completes(ws: Path, csv_file: Path, tmp_path: Path) -> None:
+def test_unwritable_location_is_one_line_exit_2(ws: Path, csv_file: Path, tmp_path: Path) -> None:
+    """MLPIPE_HOME also keeps mlpipe's records of the run, the evidence its gates judge against:
+    where it cannot be written the run cannot be judged, so it stops before anything is staged."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
     env = {"MLPIPE_HOME": str(blocker / "mlpipe")}  # a folder cannot be made under a file, even as root
     res = mlpipe("run", CHURN, "--data", str(csv_file), "-w", str(ws), "--phase", "phase1", env=env)
-    assert res.returncode == 0, res.stdout + res.stderr
-    found = warnings(res.stdout)
-    assert len(found) == 1 and "cannot be opened" in found[0] and "running without memory" in found[0]
-    assert "phase1 passed: progress 20%" in res.stdout
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    assert str(blocker / "mlpipe" / "records") in res.stderr and "MLPIPE_HOME" in res.stderr
+    assert not (ws / ".mlpipe" / "state.json").exists() and not (ws / "data").exists()
 
 
 def test_newer_schema_is_refused(ws: Path, csv_file: Path, _mlpipe_home: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_flow import data as data_mod
+from mlpipe_flow import records as records_mod
 from mlpipe_flow.config import CONFIG_FILE, Config
 from mlpipe_flow.display import Display
 from mlpipe_flow.errors import MlpipeError, RunFailed, StateError, UsageError
@@ -88,6 +89,7 @@ class Engine:
             data_mod.check_data(self.opts.data)
         selected = self.select_phases()
         ensure_writable(self.ws)
+        records_mod.ensure_root()  # the evidence gates judge against must be keepable
         self.runner = make_runner(self.config.runner, self.config)
         self.memory = open_run_memory(self.config.memory, self.display)
         with workspace_lock(self.ws), self.remembered():

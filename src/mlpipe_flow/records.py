@@ -14,6 +14,7 @@ gates only read them.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,23 @@ def records_root() -> Path:
     from mlpipe_flow.memory import memory_home
 
     return memory_home() / RECORDS
+
+
+def ensure_root() -> Path:
+    """The records folder, made if missing; a one-line error when it cannot be: a run whose
+    evidence mlpipe cannot keep could not be judged."""
+    from mlpipe_flow.errors import ConfigError
+
+    root = records_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot keep mlpipe's records of the run in {root} ({e.strerror}): "
+                          "set MLPIPE_HOME to a writable folder") from None
+    return root
 
 
 class RunRecords:

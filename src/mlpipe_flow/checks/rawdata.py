@@ -237,8 +237,9 @@ def unique(a: np.ndarray) -> np.ndarray:
     return pd.unique(pd.Series(a)).astype(a.dtype)
 
 
-def row_hashes(columns: list[Column], grid: int | None = None) -> np.ndarray:
-    """One uint64 per row over `columns` (in the order given)."""
+def row_hashes(columns: list[Column], grid: int | None = None, digits: int = 3) -> np.ndarray:
+    """One uint64 per row over `columns` (in the order given); on a grid, numbers rounded to
+    `digits` significant digits."""
     import numpy as np
 
     if not columns:
@@ -246,7 +247,7 @@ def row_hashes(columns: list[Column], grid: int | None = None) -> np.ndarray:
     acc = np.full(len(columns[0].missing), 0xCBF29CE484222325, dtype="uint64")
     with np.errstate(over="ignore"):
         for c in columns:
-            acc = (acc ^ c.hashes(grid)) * np.uint64(_PRIME)
+            acc = (acc ^ c.hashes(grid, digits)) * np.uint64(_PRIME)
     return acc
 
 

@@ -204,7 +204,8 @@ def splits_disjoint(ctx: CheckContext, params: DisjointParams) -> CheckResult:
             ev["raw"] = e.result.message
     near: dict[str, int] = {}
     for grid in (0, 1):
-        keys = {n: row_hashes([_col(splits, n, c) for c in cols], grid) for n in names}
+        keys = {n: row_hashes([_col(splits, n, c) for c in cols], grid, params.digits)
+                for n in names}
         for pair, count in _cross(keys, exact, raw_keys).items():
             near[pair] = max(near.get(pair, 0), count)
     ev["near_duplicates"] = near
