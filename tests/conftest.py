@@ -48,12 +48,16 @@ def _session_root(factory: pytest.TempPathFactory) -> Path:
 
 
 class Cpu:
-    """This worker's share of the machine, one lock file for the whole session: shared while a
-    test runs, exclusive while it measures time. Changing the mode releases the old lock first
-    (flock), so two workers asking for `alone()` at once cannot deadlock."""
+    """This worker's share of the machine for the session: shared while a test runs, exclusive
+    while it measures time. A reader-writer lock on two files: `cpu.lock` (shared or
+    exclusive) and a turnstile, `turn.lock`, that a worker waiting for the machine holds so that
+    other workers cannot keep taking shared locks past it (flock alone would let them starve
+    it). A mode change releases the old lock first, so two workers asking for `alone()` while
+    they share the machine cannot deadlock."""
 
-    def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    def __init__(self, folder: Path) -> None:
+        self.fd = os.open(folder / "cpu.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self.turn = os.open(folder / "turn.lock", os.O_RDWR | os.O_CREAT, 0o644)
         self.mode = fcntl.LOCK_UN
 
     @contextlib.contextmanager
@@ -66,8 +70,17 @@ class Cpu:
             self._set(before)
 
     def _set(self, mode: int) -> None:
-        if mode != self.mode:
-            fcntl.flock(self.fd, mode)
+        if mode == self.mode:
+            return
+        if self.mode != fcntl.LOCK_UN:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            self.mode = fcntl.LOCK_UN
+        if mode != fcntl.LOCK_UN:
+            fcntl.flock(self.turn, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self.fd, mode)
+            finally:
+                fcntl.flock(self.turn, fcntl.LOCK_UN)
             self.mode = mode
 
     def alone(self) -> contextlib.AbstractContextManager[None]:
@@ -82,7 +95,7 @@ _CPU: dict[str, Cpu] = {}
 
 def cpu_of(factory: pytest.TempPathFactory) -> Cpu:
     if "cpu" not in _CPU:
-        _CPU["cpu"] = Cpu(_session_root(factory) / "cpu.lock")
+        _CPU["cpu"] = Cpu(_session_root(factory))
     return _CPU["cpu"]
 
 

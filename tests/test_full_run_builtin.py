@@ -21,6 +21,7 @@ ARTIFACTS = ("deployment/api/main.py", "monitoring/alerts/alerts.yml", "registry
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # its phase 4 waits for the machine to itself
 @shared_data
 @pytest.mark.parametrize("name", list(RUNS))
 def test_full_run_on_real_data_reaches_100(name: str, tmp_path: Path, cpu) -> None:  # type: ignore[no-untyped-def]

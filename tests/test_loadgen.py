@@ -11,8 +11,6 @@ import pytest
 from mlpipe_flow import proc
 from mlpipe_flow.checks.loadgen import run_load
 
-pytestmark = pytest.mark.alone  # latencies measured: nothing runs beside these tests
-
 SERVER = Path(__file__).parent / "servers" / "delay_server.py"
 
 
@@ -28,6 +26,7 @@ def serve(tmp_path: Path, *args: str):  # type: ignore[no-untyped-def]
     return port, server, cm
 
 
+@pytest.mark.alone  # latencies measured: nothing runs beside it
 def test_measures_an_injected_delay(tmp_path: Path) -> None:
     port, _, cm = serve(tmp_path, "50")
     try:
@@ -51,6 +50,7 @@ def test_a_stalled_server_shows_a_large_tail(tmp_path: Path) -> None:
     assert r.p95_ms > 150 and r.max_ms > 450, r.evidence()
 
 
+@pytest.mark.alone  # a rate measured: nothing runs beside it
 def test_drives_a_trivial_server_above_1000_per_second(tmp_path: Path) -> None:
     port, server, cm = serve(tmp_path, "0")
     try:

@@ -50,7 +50,6 @@ def test_api_holds_an_open_loop_load(ws4: Path) -> None:
     assert abs(r.evidence["sent"] - rate * 10) <= 1 and r.evidence["errors"] == 0
 
 
-@pytest.mark.alone
 def test_slow_predict_fails_the_latency_check(ws4: Path, tmp_path: Path) -> None:
     ws = copy(ws4, tmp_path / "slow")
     main = ws / "deployment" / "api" / "main.py"
