@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_WS ?= demo-workspace
 NPM_PREFIX := $(CURDIR)/.tools/npm
+# test workers: one per core plus one (tests wait on servers and subprocesses), at most 4
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 3 ? n + 1 : 4 )))
 CLAUDE := $(NPM_PREFIX)/node_modules/.bin/claude
 
 .PHONY: demo test lint bench clean venv claude promtool
@@ -41,7 +43,7 @@ promtool:
 	  || echo "promtool/prometheus not installed: the alert and canary drills will say they cannot measure"; } || true
 
 test: venv claude promtool
-	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n auto --maxprocesses 4
+	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n $(JOBS)
 
 lint: venv
 	$(BIN)/ruff check src tests bench
