@@ -49,8 +49,8 @@ from mlpipe_flow.checks.ct_drills import (
     decision_brief,
     decisive_champion,
     drill_data,
+    run_drill,
     serve,
-    start,
     worse_by,
 )
 from mlpipe_flow.models import CheckResult
@@ -234,19 +234,11 @@ def query(url: str, expr: str) -> list[dict[str, Any]]:
 
 # -- the drill -----------------------------------------------------------------------------------
 def canary_drill(ctx: CheckContext, params: CanaryDrillParams) -> CheckResult:
-    ev: dict[str, Any] = {}
     try:
         prom, promtool = tools()
-        with start(ctx, params) as drill:
-            ev["seed"] = drill.seed
-            try:
-                return _canary(drill, prom, promtool, ev)
-            finally:
-                ev["steps"] = drill.log
     except DrillError as e:
-        return result("error", str(e), **ev)
-    except DrillFailed as e:
-        return result("failed", str(e), **ev)
+        return result("error", str(e))
+    return run_drill(ctx, params, lambda drill, ev: _canary(drill, prom, promtool, ev))
 
 
 def _canary(drill: Drill, prom: str, promtool: str, ev: dict[str, Any]) -> CheckResult:

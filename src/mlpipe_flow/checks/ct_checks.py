@@ -16,7 +16,6 @@ from mlpipe_flow.checks.artifacts import ProbeError, feature_types, run_model
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.checks.ct_drills import (
     Drill,
-    DrillError,
     DrillFailed,
     DrillParams,
     Truth,
@@ -26,8 +25,8 @@ from mlpipe_flow.checks.ct_drills import (
     drill_data,
     phase3_level,
     recorded_score,
+    run_drill,
     serve,
-    start,
     within,
     worse_by,
 )
@@ -72,18 +71,7 @@ def _measure_challenger(drill: Drill, truth: Truth, folder: Path, rel: Any) -> f
 
 
 def retrain_drill(ctx: CheckContext, params: RetrainDrillParams) -> CheckResult:
-    ev: dict[str, Any] = {}
-    try:
-        with start(ctx, params) as drill:
-            ev["seed"] = drill.seed
-            try:
-                return _retrain(drill, ev)
-            finally:
-                ev["steps"] = drill.log
-    except DrillError as e:
-        return result("error", str(e), **ev)
-    except DrillFailed as e:
-        return result("failed", str(e), **ev)
+    return run_drill(ctx, params, _retrain)
 
 
 def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
@@ -172,18 +160,7 @@ def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
 
 
 def rollback_drill(ctx: CheckContext, params: RollbackDrillParams) -> CheckResult:
-    ev: dict[str, Any] = {}
-    try:
-        with start(ctx, params) as drill:
-            ev["seed"] = drill.seed
-            try:
-                return _rollback(drill, params.rollback, ev)
-            finally:
-                ev["steps"] = drill.log
-    except DrillError as e:
-        return result("error", str(e), **ev)
-    except DrillFailed as e:
-        return result("failed", str(e), **ev)
+    return run_drill(ctx, params, lambda drill, ev: _rollback(drill, params.rollback, ev))
 
 
 def _rollback(drill: Drill, rollback: list[str], ev: dict[str, Any]) -> CheckResult:

@@ -21,7 +21,7 @@ import math
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from mlpipe_flow import proc
 from mlpipe_flow.checks import metrics
 from mlpipe_flow.checks.base import CheckContext
 from mlpipe_flow.checks.serving import API_APP, http
+from mlpipe_flow.models import CheckResult
 
 SCRATCH_IGNORE = shutil.ignore_patterns(".mlpipe", ".git", "mlruns", "mlflow.db", "__pycache__",
                                         ".venv", "*.pyc", "raw", ".pytest_cache")
@@ -164,6 +165,26 @@ def start(ctx: CheckContext, params: DrillParams) -> Iterator[Drill]:
         yield Drill(ctx, params, ws, root, spec, seed=secrets.randbelow(2**31))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def run_drill(ctx: CheckContext, params: DrillParams, body: Callable[[Drill, dict[str, Any]], CheckResult],
+              ev: dict[str, Any] | None = None) -> CheckResult:
+    """`body(drill, evidence)` in a fresh scratch copy: DrillError is `error` (cannot measure),
+    DrillFailed `failed`; the drill's seed and steps always go into the evidence."""
+    from mlpipe_flow.checks.base import result
+
+    ev = {} if ev is None else ev
+    try:
+        with start(ctx, params) as drill:
+            ev["seed"] = drill.seed
+            try:
+                return body(drill, ev)
+            finally:
+                ev["steps"] = drill.log
+    except DrillError as e:
+        return result("error", str(e), **ev)
+    except DrillFailed as e:
+        return result("failed", str(e), **ev)
 
 
 # -- data the gate makes at gate time ----------------------------------------------------------

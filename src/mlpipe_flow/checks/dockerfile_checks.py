@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow import proc
 from mlpipe_flow.checks.base import CheckContext, result
-from mlpipe_flow.checks.dockerfile_build import BuildError, assemble
+from mlpipe_flow.checks.dockerfile_build import BuildError, Image, assemble
 from mlpipe_flow.checks.image_run import (
     ANY_HOST,
     Runner,
@@ -56,18 +56,25 @@ def _installs(stage_runs: list[str], tool: str) -> bool:
                for m in INSTALL.finditer(cmd))
 
 
+def _assembled(ctx: CheckContext, rel: str, prefix: str = "") -> Image | CheckResult:
+    """The image's files assembled in the check's scratch folder, or the failed result."""
+    p = ctx.workspace / rel
+    if not p.is_file():
+        return result("failed", f"{rel} does not exist")
+    assert ctx.scratch is not None
+    try:
+        return assemble(p, ctx.workspace, Path(tempfile.mkdtemp(prefix="image-", dir=ctx.scratch)))
+    except BuildError as e:
+        return result("failed", f"{prefix}docker build would fail: {e}")
+
+
 def dockerfile(ctx: CheckContext, params: DockerfileParams) -> CheckResult:
     """Structure, and a build of the image's files: pinned slim base, non-root USER, EXPOSE, a
     HEALTHCHECK whose program is in the image, a server bound to all interfaces, every COPY/ADD
     source in the build context (the workspace root), every `pip install -r` file in the image."""
-    p = ctx.workspace / params.path
-    if not p.is_file():
-        return result("failed", f"{params.path} does not exist")
-    assert ctx.scratch is not None
-    try:
-        image = assemble(p, ctx.workspace, Path(tempfile.mkdtemp(prefix="image-", dir=ctx.scratch)))
-    except BuildError as e:
-        return result("failed", f"{params.path}: docker build would fail: {e}")
+    image = _assembled(ctx, params.path, f"{params.path}: ")
+    if isinstance(image, CheckResult):
+        return image
     final = image.final
     problems = []
     names = {s.name for s in image.stages if s.name}
@@ -132,14 +139,10 @@ def dockerfile_serves(ctx: CheckContext, params: DockerfileServesParams) -> Chec
     from mlpipe_flow.checks.serving import http
     from mlpipe_flow.checks.serving_checks import _compare, _probabilities, label
 
-    p = ctx.workspace / params.path
-    if not p.is_file():
-        return result("failed", f"{params.path} does not exist")
+    image = _assembled(ctx, params.path)
+    if isinstance(image, CheckResult):
+        return image
     assert ctx.scratch is not None
-    try:
-        image = assemble(p, ctx.workspace, Path(tempfile.mkdtemp(prefix="image-", dir=ctx.scratch)))
-    except BuildError as e:
-        return result("failed", f"docker build would fail: {e}")
     form = command(image.final)
     if not form:
         return result("failed", f"{params.path} has no CMD or ENTRYPOINT")
