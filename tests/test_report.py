@@ -21,7 +21,7 @@ from conftest import REPO, mlpipe
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = {"x": 0, "y": 0, "width": 1200, "height": 1700}
+SCREENSHOT = {"x": 0, "y": 0, "width": 1200, "height": 2150}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,8 @@ def test_report_of_the_passing_run(passing, tmp_path: Path, browser: Any) -> Non
     page.assert_self_contained()
     for p in load_workflow(passing.workflow).phases:  # the six phases, by id and name
         assert p.id in page.text and p.name in page.text, p.id
-    assert page.text.count("from mlpipe's records") == 6  # every check shown is the recorded one
+    # every phase's checks are shown from the report it passed with (in folds, closed: textContent)
+    assert str(page.page.text_content("#checks")).count("from mlpipe's records") == 6
     plots = page.plots()
     assert len(plots) == 5, plots  # timeline, score, CV, latency, drift (no tokens: builtin agent)
     for img in plots:
@@ -125,7 +126,7 @@ def test_report_of_the_passing_run(passing, tmp_path: Path, browser: Any) -> Non
     assert rows == [s["sample"] for s in drill["samples"]]
 
     shot = tmp_path / "report.png"
-    page.page.screenshot(path=str(shot), clip=SCREENSHOT)
+    page.page.screenshot(path=str(shot), clip=SCREENSHOT, full_page=True)
     assert shot.stat().st_size > 20_000
     if os.environ.get("MLPIPE_REPORT_SCREENSHOT"):
         shutil.copyfile(shot, REPO / os.environ["MLPIPE_REPORT_SCREENSHOT"])

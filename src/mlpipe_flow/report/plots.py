@@ -97,7 +97,7 @@ def score(ev: dict[str, Any]) -> str | None:
         for y, v in ((0, b), (1, m)):
             ax.text(v, y, f" {v:.4f}", va="center", fontsize=9)
         ax.axvline(needed, color=ACCENT, linestyle="--", linewidth=1.2)
-        ax.text(needed, 1.42, f"needed {needed:.4f}", color=ACCENT, fontsize=8, ha="center",
+        ax.text(needed, 1.42, f" needed {needed:.4f}", color=ACCENT, fontsize=8, ha="left",
                 va="bottom")
         ax.set_yticks([0, 1], labels)
         top = max(m, b, needed)
