@@ -11,7 +11,7 @@ NPM_PREFIX := $(CURDIR)/.tools/npm
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 3 ? n + 1 : 4 )))
 CLAUDE := $(NPM_PREFIX)/node_modules/.bin/claude
 
-.PHONY: demo test lint bench clean venv claude promtool
+.PHONY: demo test lint bench clean venv claude promtool chromium
 
 venv: $(VENV)/.installed
 
@@ -42,7 +42,14 @@ promtool:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "promtool/prometheus not installed: the alert and canary drills will say they cannot measure"; } || true
 
-test: venv claude promtool
+# Debian's chromium, headless, for the report tests (Playwright drives it; `playwright install`
+# is never run), best effort: only as root, only when missing; without it those tests skip
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+	  || echo "chromium not installed: the report's browser tests will be skipped"; } || true
+
+test: venv claude promtool chromium
 	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n $(JOBS)
 
 lint: venv

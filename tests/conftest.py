@@ -20,6 +20,9 @@ SHARED = REPO.parent / "shared" / "datasets"  # real data, where present: extra 
 shared_data = pytest.mark.skipif(not SHARED.is_dir(),
                                  reason=f"{SHARED} is absent (real datasets, extra coverage)")
 FAKE_AGENT = HERE / "fake_agent.py"
+# `mlpipe run` writes its HTML report at the end (about 1 s of CPU); only the tests that check
+# it (tests/test_report.py) ask for it, whatever the process or fixture scope
+os.environ.setdefault("MLPIPE_REPORT", "false")
 SEED_GATES = HERE / "fixtures" / "seed-gates"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,14 @@ def test_a_stalled_server_shows_a_large_tail(tmp_path: Path) -> None:
         cm.__exit__(None, None, None)
     assert r.p50_ms < 20, r.evidence()
     assert r.p95_ms > 150 and r.max_ms > 450, r.evidence()
+    # the distribution kept for the report: every answered request in a bucket, the stall's
+    # tail in the buckets past 150 ms, and the quantiles the percentiles come from
+    hist, q = r.latency_histogram_ms, r.latency_quantiles_ms
+    assert sum(hist["count"]) == r.ok and hist["le"] == sorted(hist["le"]), hist
+    tail = sum(c for le, c in zip(hist["le"], hist["count"], strict=True) if le > 150)
+    assert tail >= 0.05 * r.ok and hist["le"][-1] >= r.max_ms, hist
+    assert (q["p50"], q["p95"], q["p99"]) == pytest.approx((r.p50_ms, r.p95_ms, r.p99_ms), abs=1e-3)
+    assert list(q.values()) == sorted(q.values()) and json.dumps(r.evidence())  # JSON as recorded
 
 
 @pytest.mark.alone  # a rate measured: nothing runs beside it

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ["anthropic", "fastapi", "sklearn", "pandas", "mlflow", "numpy", "uvicorn", "httpx"]
+HEAVY = ["anthropic", "fastapi", "sklearn", "pandas", "mlflow", "numpy", "uvicorn", "httpx",
+         "matplotlib"]
 
 PROBE = """
 import json, sys
@@ -32,6 +33,7 @@ def test_help_phases_gate_import_nothing_heavy(tmp_path: Path) -> None:
     assert imported(["phases"], tmp_path) == []
     assert imported(["gate", "phase1", "-w", str(tmp_path)], tmp_path) == []
     assert imported(["status", "-w", str(tmp_path)], tmp_path) == []
+    assert imported(["report", "--help"], tmp_path) == []
 
 
 def test_cli_module_import_is_light() -> None:

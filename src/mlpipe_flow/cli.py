@@ -249,6 +249,25 @@ def status(workspace: WorkspaceOpt = Path("."), json_out: JsonOpt = False,
 
 
 @app.command()
+def report(
+    workspace: WorkspaceOpt = Path("."),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the page here "
+                                                "(default: WORKSPACE/.mlpipe/report.html).")] = None,
+    workflow: WorkflowOpt = None,
+) -> None:
+    """Write one self-contained HTML page of the run's evidence: timeline, checks, score vs
+    baseline, latency, drift drill, tokens and cost. Reads the records; runs no gate."""
+    from mlpipe_flow.report import check_writable, default_output, load_run, write_report
+
+    ws = workspace.resolve()
+    state = load_run(ws)
+    check_writable((output or default_output(ws)).absolute())  # before any work
+    _, wf = _setup(ws, workflow)
+    path = write_report(ws, state, wf, output)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB): open {path.as_uri()}")
+
+
+@app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Where to write the workflow copy.")]) -> None:
     """Copy the built-in workflow out for editing; use it with --workflow DIR."""
     import shutil

@@ -35,6 +35,7 @@ class Settings(BaseModel):
     python: str = Field(default=sys.executable, description="interpreter for gates and workspace tests")
     pass_env: list[str] = Field(default_factory=list, description="secret-like variables to pass on")
     memory: bool = True
+    report: bool = Field(default=True, description="mlpipe run writes .mlpipe/report.html at its end")
     workflow: str | None = Field(default=None, description="workflow folder (relative: to the workspace)")
     gate_jobs: int = Field(default=0, ge=0, le=32,
                            description="checks of a gate run at once (0: one per CPU core, at most 4)")
@@ -43,7 +44,7 @@ class Settings(BaseModel):
 ENV_PREFIX = "MLPIPE_"
 ENV_FIELDS = {
     "runner", "command", "prompt_via", "model", "max_attempts", "timeout_s",
-    "idle_timeout_s", "budget_usd", "python", "memory", "workflow", "gate_jobs",
+    "idle_timeout_s", "budget_usd", "python", "memory", "report", "workflow", "gate_jobs",
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 WIDTH = 79
@@ -105,7 +106,8 @@ def render_lines(kind: str, f: dict[str, Any]) -> list[str]:
     if kind == "warning":
         return [f"warning: {f['message']}"]
     if kind == "run_finished":
-        return ["", *f.get("summary", "").rstrip().splitlines()]
+        report = ["", f"Report: {Path(f['report']).as_uri()}"] if f.get("report") else []
+        return ["", *f.get("summary", "").rstrip().splitlines(), *report]
     return []
 
 

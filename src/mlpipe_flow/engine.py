@@ -476,9 +476,24 @@ class Engine:
     def finish(self) -> None:
         assert self.state is not None
         text = summary_text(self.wf, self.state, self.ws)
+        report = self.write_report()
         self.display.emit("run_finished", run_id=self.state.run_id, status=self.state.status,
                           progress=self.state.progress, cost_usd=round(self.state.cost_usd, 6),
-                          summary=text)
+                          summary=text, report=report)
+
+    def write_report(self) -> str | None:
+        """The run's HTML report in .mlpipe/ (hashed by no phase, read by no gate); a report
+        that cannot be written is a warning, never a failed run."""
+        assert self.state is not None
+        if not self.config.report:
+            return None
+        from mlpipe_flow.report import write_report
+
+        try:
+            return str(write_report(self.ws, self.state, self.wf))
+        except (OSError, MlpipeError) as e:
+            self.display.emit("warning", message=f"could not write the run report: {e}")
+            return None
 
 
 def summary_text(wf: Workflow, state: RunState, workspace: Path) -> str:

@@ -8,6 +8,7 @@ Standard library only; runs in the calling thread (`run_load` starts its own eve
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,8 @@ class LoadResult:
     max_ms: float
     error_samples: list[str] = field(default_factory=list)
     served_rps: float = 0.0  # every 2xx response over the whole run, warm-up included
+    latency_quantiles_ms: dict[str, float] = field(default_factory=dict)  # "p50": ms, ...
+    latency_histogram_ms: dict[str, Any] = field(default_factory=dict)  # "le": [ms], "count"
 
     @property
     def error_rate(self) -> float:
@@ -46,6 +49,31 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return float("nan")
     idx = min(len(sorted_values) - 1, max(0, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
     return sorted_values[idx]
+
+
+#: the latency distribution kept beside the percentiles (for `mlpipe report`): a fixed set of
+#: quantiles, and counts in log-spaced buckets, BUCKETS_PER_DECADE a decade from 0.1 ms to 100 s
+QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9)
+BUCKETS_PER_DECADE = 8
+BUCKET_LE_MS = tuple(round(0.1 * 10 ** (k / BUCKETS_PER_DECADE), 4)
+                     for k in range(1, 6 * BUCKETS_PER_DECADE + 1))
+
+
+def quantiles(sorted_ms: Sequence[float]) -> dict[str, float]:
+    return {f"p{q:g}": round(percentile(sorted_ms, q), 3) for q in QUANTILES} if sorted_ms else {}
+
+
+def histogram(sorted_ms: Sequence[float]) -> dict[str, Any]:
+    """Counts per bucket (le_ms[i-1], le_ms[i]] (the first from 0, the last also holding
+    anything slower), from the first non-empty bucket to the last: a dozen numbers or so."""
+    if not sorted_ms:
+        return {"le": [], "count": []}
+    counts = [0] * len(BUCKET_LE_MS)
+    for v in sorted_ms:
+        counts[min(len(counts) - 1, bisect.bisect_left(BUCKET_LE_MS, v))] += 1
+    lo = next(i for i, c in enumerate(counts) if c)
+    hi = max(i for i, c in enumerate(counts) if c)
+    return {"le": list(BUCKET_LE_MS[lo:hi + 1]), "count": counts[lo:hi + 1]}
 
 
 def _request_bytes(host: str, port: int, method: str, path: str, body: bytes | None) -> bytes:
@@ -161,7 +189,8 @@ async def _load(host: str, port: int, path: str, bodies: Sequence[bytes | None],
                       errors=len(errors), achieved_rps=len(lat) / span if span > 0 else 0.0,
                       p50_ms=percentile(lat, 50), p95_ms=percentile(lat, 95),
                       p99_ms=percentile(lat, 99), max_ms=lat[-1] if lat else float("nan"),
-                      error_samples=samples,
+                      error_samples=samples, latency_quantiles_ms=quantiles(lat),
+                      latency_histogram_ms=histogram(lat),
                       served_rps=served[0] / max(served[1] - start, 1e-9) if served[0] else 0.0)
 
 
