@@ -22,7 +22,7 @@ from xml.etree import ElementTree as ET
 import pytest
 import yaml
 
-from ci_sequence import SKIPPED, WORKFLOW, jobs_in_order, load
+from ci_sequence import SKIPPED, WORKFLOW, CiFailed, expand, jobs_in_order, load, upload
 from conftest import REPO, mlpipe
 
 GITLAB = REPO / "examples" / "ci" / "gitlab-ci.yml"
@@ -182,3 +182,32 @@ def test_a_failed_run_still_writes_the_junit_report_of_its_gate(ws: Path, csv_fi
                 for f in case.findall("failure")]
     assert failures and int(root[0].get("failures")) == len(failures), failures
     assert any("ML metrics not defined" in (m or "") for _, m in failures), failures
+
+
+# -- the CI emulation itself (tests/ci_sequence.py) ------------------------------------------
+def test_the_emulated_artifact_drops_what_the_real_one_drops(tmp_path: Path) -> None:
+    """Without `include-hidden-files: true` the run's state would not reach the next job."""
+    src = tmp_path / "carry"
+    (src / "ws" / ".mlpipe").mkdir(parents=True)
+    (src / "ws" / ".mlpipe" / "state.json").write_text("{}")
+    (src / "ws" / "run.sh").write_text("echo hi\n")
+    (src / "ws" / "run.sh").chmod(0o755)
+    (src / "ws" / "empty").mkdir()
+    (src / "ws" / "link.sh").symlink_to("run.sh")
+    assert upload(src, tmp_path / "plain", hidden=False) == 2
+    assert not (tmp_path / "plain" / "ws" / ".mlpipe").exists()
+    assert upload(src, tmp_path / "hidden", hidden=True) == 3
+    copy = tmp_path / "hidden" / "ws"
+    assert (copy / ".mlpipe" / "state.json").read_text() == "{}"
+    assert not (copy / "link.sh").is_symlink() and (copy / "link.sh").read_text() == "echo hi\n"
+    assert not os.access(copy / "run.sh", os.X_OK) and not (copy / "empty").exists()
+
+
+def test_the_emulation_refuses_what_ci_would_refuse() -> None:
+    doc = load()
+    with pytest.raises(CiFailed, match="needs unknown job"):
+        jobs_in_order({"jobs": {**doc["jobs"], "phase2": {**doc["jobs"]["phase2"], "needs": "phase0"}}})
+    with pytest.raises(CiFailed, match="cycle"):
+        jobs_in_order({"jobs": {**doc["jobs"], "phase1": {**doc["jobs"]["phase1"], "needs": "phase6"}}})
+    with pytest.raises(CiFailed, match="does not know the expression"):
+        expand("${{ github.event.inputs.x }}", {"github": {}, "vars": {}, "secrets": {}, "env": {}})
