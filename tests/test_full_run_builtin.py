@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from builtin_helpers import home_of, run_every_phase, workflow_with_load_rate
+from ci_sequence import absolute_strings
 from conftest import REPO, SHARED, shared_data
 
 RUNS = {
@@ -37,10 +38,27 @@ def test_full_run_on_real_data_reaches_100(name: str, tmp_path: Path, cpu) -> No
 
 @pytest.mark.slow
 def test_the_example_reaches_100(passing) -> None:  # type: ignore[no-untyped-def]
-    """The example data, the default workflow, every gate at its own thresholds: the run the
-    mutation suite starts from (tests/mutations.py) is itself the whole-run test."""
+    """The example data, the default workflow, every gate at its own thresholds, run as the
+    GitHub Actions example runs it (tests/ci_sequence.py): one job per phase, each on a fresh
+    folder at a new path with the artifact of the job before, `mlpipe run --phase --junit`. That
+    run is the one the mutation suite starts from (tests/mutations.py)."""
     state = json.loads((passing.ws / ".mlpipe" / "state.json").read_text())
     assert state["progress"] == 100 and state["status"] == "passed", state
     assert [p["status"] for p in state["phases"]] == ["passed"] * 6
     for rel in ARTIFACTS:
         assert (passing.ws / rel).is_file(), rel
+    # as CI ran it: six jobs in `needs` order, each in its own folder, only the last one left
+    jobs = json.loads(passing.ci.read_text())
+    assert [j["job"] for j in jobs] == [f"phase{i}" for i in range(1, 7)]
+    folders = [Path(j["folder"]) for j in jobs]
+    assert len(set(folders)) == 6 and all(f.is_absolute() for f in folders)
+    assert [f.exists() for f in folders] == [False] * 5 + [True]
+    for job in jobs:
+        phase = job["job"]
+        assert "run: ran" in job["steps"], job["steps"]
+        counts = job["junit"][f"reports/{phase}.xml"]
+        assert counts["tests"] > 0 and counts["failures"] == counts["errors"] == 0, (phase, counts)
+    # and the moved workspace names no absolute path in its state or in the data record
+    assert absolute_strings(state) == []
+    raw = json.loads((passing.home / "records" / state["run_id"] / "raw.json").read_text())
+    assert absolute_strings(raw) == [] and raw["staged"] == "data/raw/customers.csv"

@@ -83,6 +83,8 @@ def run(
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Neither read nor record run memory.")]
     = False,
     json_lines: JsonOpt = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write the gate reports of the "
+                                               "phases this run gated as JUnit XML.")] = None,
     workflow: WorkflowOpt = None,
 ) -> None:
     """Run the workflow: every phase in order, gated; resumes when state exists."""
@@ -98,10 +100,15 @@ def run(
     display = make_display(json_lines)
     opts = RunOptions(problem=problem, workspace=workspace, data=data, target=target, phase=phase,
                       from_phase=from_phase, fresh=fresh, force=force)
+    engine = Engine(wf, config, display, opts)
     try:
-        Engine(wf, config, display, opts).run()
+        engine.run()
     finally:
         display.close()
+        if junit is not None and engine.reports:  # whatever the outcome: the CI shows why
+            from mlpipe_flow.reports import write_junit
+
+            write_junit(list(engine.reports.values()), junit)
 
 
 @app.command()

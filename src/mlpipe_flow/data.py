@@ -64,8 +64,33 @@ def stage(workspace: Path, value: str) -> DataRef:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    return DataRef(kind="file", source=str(value), staged=dest.relative_to(workspace).as_posix(),
-                   sha256=file_sha256(dest))
+    return DataRef(kind="file", source=file_source(value),
+                   staged=dest.relative_to(workspace).as_posix(), sha256=file_sha256(dest))
+
+
+def file_source(value: str) -> str:
+    """How the state and mlpipe's records name a data file: as given, or by its name alone when
+    given as an absolute path, which would mean nothing once the workspace moves (the staged copy
+    and its sha256 are what the run uses)."""
+    p = Path(value)
+    return p.name if p.expanduser().is_absolute() else value
+
+
+def staged_copy(workspace: Path, ref: DataRef | None, value: str | None = None) -> Path | None:
+    """The run's staged copy of its data file, when it is in the workspace (and, given `value`,
+    has that file's name): a workspace moved to a machine without the original file uses it."""
+    if ref is None or ref.kind != "file" or not ref.staged:
+        return None
+    p = workspace / ref.staged
+    if value is not None and Path(value).name != p.name:
+        return None
+    return p if p.is_file() else None
+
+
+def missing_staged(workspace: Path, ref: DataRef) -> DataError:
+    return DataError(f"the run's data {ref.staged} is not in workspace {workspace} (moved without "
+                     f"its data/raw/ folder?); copy it back, or give the file again with --data "
+                     f"FILE (it was {ref.source})")
 
 
 def split_sql_url(url: str) -> tuple[str, str | None, str | None]:

@@ -38,7 +38,7 @@ from mlpipe_flow.state import (
     workspace_lock,
 )
 from mlpipe_flow.templating import render
-from mlpipe_flow.workflow import Workflow
+from mlpipe_flow.workflow import Workflow, workflow_ref
 
 REPAIR_TEMPLATE = "repair.j2"
 SUMMARY_TEMPLATE = "summary.j2"
@@ -82,11 +82,11 @@ class Engine:
         self.memory: NullMemory = NullMemory()
         self.patterns: dict[str, list[dict[str, Any]]] = {}  # phase id -> similar past patterns
         self.recorded = False  # this run is in memory: its end must be too
+        self.reports: dict[str, GateReport] = {}  # phase id -> its last gate report in this run
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> RunState:
-        if self.opts.data:
-            data_mod.check_data(self.opts.data)
+        self.settle_data()
         selected = self.select_phases()
         ensure_writable(self.ws)
         records_mod.ensure_root()  # the evidence gates judge against must be keepable
@@ -94,6 +94,10 @@ class Engine:
         self.memory = open_run_memory(self.config.memory, self.display)
         with workspace_lock(self.ws), self.remembered():
             state = self.state = self.load_or_create_state()
+            d = state.data
+            if not self.opts.data and d and d.kind == "file" and d.staged and \
+                    data_mod.staged_copy(self.ws, d) is None:
+                raise data_mod.missing_staged(self.ws, d)
             self.check_prerequisites(selected)
             self.recall_patterns(selected)
             for phase in selected:  # a bad template fails here, before anything is spent
@@ -193,8 +197,9 @@ class Engine:
             rec.attempts = attempt
             self.store.save(self.state)
             if tampered:  # the attempt fails whatever its files would have made of the gate
-                report = tamper_report(phase.id, phase.gate, [self.shown(p) for p in tampered],
-                                       [self.shown(p) for p in lost])
+                report = self.reports[phase.id] = tamper_report(
+                    phase.id, phase.gate, [self.shown(p) for p in tampered],
+                    [self.shown(p) for p in lost])
                 self.display.emit("check", phase=phase.id, **report.checks[0].model_dump())
             else:
                 report = self.run_gate(phase)
@@ -235,6 +240,24 @@ class Engine:
                           failing=rec.failing_checks)
         return False
 
+    def settle_data(self) -> None:
+        """--data must name a file that exists, except when a resumed run already staged a file
+        of that name: a workspace moved to a machine without the original keeps its staged copy."""
+        value = self.opts.data
+        if not value:
+            return
+        if self.opts.fresh or data_mod.is_url(value) or Path(value).expanduser().exists():
+            data_mod.check_data(value)
+            return
+        state = self.store.load()
+        staged = data_mod.staged_copy(self.ws, state.data if state else None, value)
+        if staged is None:
+            data_mod.check_data(value)  # says: no such file
+            return
+        self.display.emit("warning", message=f"--data {value}: no such file here; using the copy "
+                          f"the run staged, {staged.relative_to(self.ws).as_posix()}")
+        self.opts.data = None
+
     def record_raw(self, ref: DataRef) -> None:
         """What the run's data was when staged, in mlpipe's records (a database: its rows)."""
         record: dict[str, Any] = ref.model_dump()
@@ -254,9 +277,10 @@ class Engine:
 
     def run_gate(self, phase: Phase) -> GateReport:
         assert self.state is not None
-        return run_gate(phase, self.wf.gates[phase.gate], self.ws, display=self.display,
-                        data=self.gate_data(), python=self.config.python,
-                        run_id=self.state.run_id, jobs=self.config.gate_jobs)
+        report = self.reports[phase.id] = run_gate(
+            phase, self.wf.gates[phase.gate], self.ws, display=self.display, data=self.gate_data(),
+            python=self.config.python, run_id=self.state.run_id, jobs=self.config.gate_jobs)
+        return report
 
     # -- what an agent may not touch ----------------------------------------------------
     @property
@@ -348,12 +372,13 @@ class Engine:
                                  f"({state.problem!r}); pass the same problem to resume, or --fresh "
                                  "to start over")
             state.runner = self.config.runner
+            state.workflow = workflow_ref(self.wf.root, self.ws)
             if self.opts.target:
                 state.target = self.opts.target
         else:
             state = RunState(run_id=new_run_id(), problem=self.opts.problem, target=self.opts.target,
                              runner=self.config.runner, model=self.config.model,
-                             workflow=str(self.wf.root), phases=[])
+                             workflow=workflow_ref(self.wf.root, self.ws), phases=[])
         known = {rec.id: rec for rec in state.phases}
         state.phases = [known.pop(p.id) if p.id in known else PhaseRecord(id=p.id) for p in self.wf.phases]
         state.phases += known.values()  # records of phases this workflow no longer has

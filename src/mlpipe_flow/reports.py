@@ -22,7 +22,20 @@ def gate_json(report: GateReport) -> dict[str, Any]:
     }
 
 
-def write_junit(report: GateReport, path: Path) -> None:
+def write_junit(reports: GateReport | list[GateReport], path: Path) -> None:
+    """One gate report as a JUnit <testsuite>, several (one per phase) as <testsuites>."""
+    from xml.etree import ElementTree as ET
+
+    if isinstance(reports, GateReport):
+        root = _junit_suite(reports)
+    else:
+        root = ET.Element("testsuites")
+        root.extend(_junit_suite(r) for r in reports)
+    xml = ET.tostring(root, encoding="unicode")
+    atomic_write(path, '<?xml version="1.0" encoding="utf-8"?>\n' + xml + "\n")
+
+
+def _junit_suite(report: GateReport) -> Any:
     import json
     from xml.etree import ElementTree as ET
 
@@ -41,8 +54,7 @@ def write_junit(report: GateReport, path: Path) -> None:
             ET.SubElement(case, tag, message=c.message).text = detail
         elif c.status == "skipped":
             ET.SubElement(case, "skipped", message=c.message)
-    xml = ET.tostring(suite, encoding="unicode")
-    atomic_write(path, '<?xml version="1.0" encoding="utf-8"?>\n' + xml + "\n")
+    return suite
 
 
 def status_json(state: RunState | None, config: Config) -> dict[str, Any]:

@@ -55,7 +55,8 @@ class PhaseRecord(Record):
 
 class DataRef(Record):
     kind: Literal["file", "url"]
-    source: str = Field(description="the path given, or the URL with its password masked")
+    source: str = Field(description="the file as given (its name only, when given as an absolute "
+                        "path: the workspace may move), or the URL with its password masked")
     staged: str | None = Field(default=None, description="workspace-relative copy of a file")
     sha256: str | None = None
 
@@ -68,7 +69,7 @@ class RunState(Record):
     data: DataRef | None = None
     runner: str
     model: str | None = None
-    workflow: str
+    workflow: str = Field(description="`builtin`, or the workflow folder relative to the workspace")
     status: Literal["running", "passed", "failed", "incomplete", "interrupted"] = "running"
     progress: int = 0
     created_at: str = Field(default_factory=now)

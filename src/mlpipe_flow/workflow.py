@@ -23,6 +23,20 @@ def default_workflow_dir() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+BUILTIN = "builtin"
+
+
+def workflow_ref(root: Path, workspace: Path) -> str:
+    """How a run's state names its workflow: `builtin` for the one shipped with mlpipe, else its
+    folder relative to the workspace, so that a workspace moved elsewhere holds no absolute path."""
+    import os
+
+    root = root.resolve()
+    if root == default_workflow_dir().resolve():
+        return BUILTIN
+    return Path(os.path.relpath(root, workspace.resolve())).as_posix()
+
+
 @dataclass
 class Workflow:
     root: Path

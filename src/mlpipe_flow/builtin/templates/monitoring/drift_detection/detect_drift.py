@@ -139,6 +139,12 @@ def live_score(meta: dict[str, Any], current: pd.DataFrame) -> float | None:
     return float(metrics.accuracy_score(y, model.predict(frame)))
 
 
+def shown(path: str) -> str:
+    """A path as the report names it: relative to the project when inside it (it may move)."""
+    p = Path(path).resolve()
+    return p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="per-feature drift tests against the training data")
     ap.add_argument("--current", required=True, help="CSV of recent production inputs")
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"detect_drift: {args.current} has no rows", file=sys.stderr)
         return 2
     report = detect_drift(reference, current, features, args.alpha, args.min_effect)
-    report.update(reference=str(args.reference), current=str(args.current), rows=len(current),
+    report.update(reference=shown(args.reference), current=shown(args.current), rows=len(current),
                   live_score=live_score(meta, current), primary_metric=meta.get("primary_metric"))
     report_path = Path(args.report)
     report_path.parent.mkdir(parents=True, exist_ok=True)
