@@ -173,3 +173,43 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
     assert "it is a folder" in one_line_error(mlpipe("report", "-w", str(ws), "-o", str(tmp_path)))
     (ws / ".mlpipe" / "state.json").write_text("{")
     assert "state.json is corrupt" in one_line_error(mlpipe("report", "-w", str(ws)))
+
+
+def test_hostile_evidence_is_escaped_and_cannot_break_the_page(passing, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Check messages, evidence and attempt files are the workspace's (an agent's): markup in
+    them stays text, and malformed or odd values (mathtext `$`, infinities, a non-list) cost at
+    most a plot, never the page."""
+    ws = tmp_path / "ws"
+    shutil.copytree(passing.ws, ws, symlinks=True)
+    home = tmp_path / "home"
+    shutil.copytree(passing.home, home, symlinks=True)
+    state_file = ws / ".mlpipe" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["problem"] = 'predict <script>alert("x")</script> churn'
+    state_file.write_text(json.dumps(state))
+    runs = ws / ".mlpipe" / "runs" / state["run_id"]
+    (runs / "phase1" / "attempt-1" / "result.json").write_text(json.dumps({"duration_s": 1e400}))
+    (runs / "phase2" / "attempt-1" / "gate.json").write_text(json.dumps({"checks": 5}))
+    phase, check = check_id(passing.workflow, "drift_drill")  # a detector naming "$\\foo$"
+    rec = home / "records" / state["run_id"] / "phases" / f"{phase}.json"
+    record = json.loads(rec.read_text())
+    for c in record["report"]["checks"]:
+        if c["id"] == check:
+            for s in c["evidence"]["samples"]:
+                s["flagged"] = [*s.get("flagged", []), "$\\foo$", "<img src=x onerror=alert(1)>"]
+            c["message"] = "<b>bold</b> claim"
+    rec.write_text(json.dumps(record))
+
+    out = tmp_path / "report.html"
+    res = mlpipe("report", "-w", str(ws), "-o", str(out), env={"MLPIPE_HOME": str(home)})
+    assert res.returncode == 0, res.stderr
+    html = out.read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert html.count("<img ") == 5  # every plot still drawn: the labels are text, not mathtext
+
+
+def test_run_junit_to_a_folder_is_refused_before_the_run(ws: Path, csv_file: Path) -> None:
+    res = mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws), "--junit", str(ws.parent))
+    assert "cannot write the JUnit report to" in one_line_error(res) and "--junit" in res.stderr
+    assert not (ws / ".mlpipe").exists()  # nothing ran, nothing half-written

@@ -97,6 +97,10 @@ def run(
     if dry_run:
         _print_plan(wf, config, workspace, problem, data, target, json_lines)
         return
+    if junit is not None:  # before the run, not after it: a bad path must cost nothing
+        from mlpipe_flow.report import check_writable
+
+        check_writable(junit, what="the JUnit report", flag="--junit")
     display = make_display(json_lines)
     opts = RunOptions(problem=problem, workspace=workspace, data=data, target=target, phase=phase,
                       from_phase=from_phase, fresh=fresh, force=force)
@@ -108,7 +112,10 @@ def run(
         if junit is not None and engine.reports:  # whatever the outcome: the CI shows why
             from mlpipe_flow.reports import write_junit
 
-            write_junit(list(engine.reports.values()), junit)
+            try:
+                write_junit(list(engine.reports.values()), junit)
+            except OSError as e:  # the run's own outcome stands; say what was lost
+                print(f"mlpipe: warning: could not write {junit}: {e.strerror or e}", file=sys.stderr)
 
 
 @app.command()

@@ -518,7 +518,15 @@ class Engine:
             return str(write_report(self.ws, self.state, self.wf))
         except (OSError, MlpipeError) as e:
             self.display.emit("warning", message=f"could not write the run report: {e}")
-            return None
+        except Exception as e:  # noqa: BLE001 - a bug or odd evidence in the report: the run stands
+            import traceback
+
+            log = self.ws / ".mlpipe" / "report-error.log"
+            with contextlib.suppress(OSError):
+                atomic_write(log, traceback.format_exc())
+            self.display.emit("warning", message=f"could not make the run report ({type(e).__name__}: "
+                              f"{e}); the traceback is in {self.shown(log)}")
+        return None
 
 
 def summary_text(wf: Workflow, state: RunState, workspace: Path) -> str:

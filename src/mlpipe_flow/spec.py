@@ -130,7 +130,7 @@ def higher_is_better(metric: str) -> bool:
 
 
 def margin(metric: str, model: float, baseline: float) -> float:
-    """How far a model beats a baseline (the contract's formula; README "Measured gates"):
+    """How far a model beats a baseline (the contract's formula; docs/gates.md, "The baseline margin"):
     the share of the headroom above the baseline it closes for scores bounded by 1, the
     relative error reduction for errors."""
     if metric in LOWER_IS_BETTER:

@@ -3,7 +3,7 @@ model (model_measure.py: re-scored on the test split, its own baseline, its own 
 cross-validation of a clone, clones refitted with and without the test split, permutation
 importance), never from what the agent reports. What the agent reports is compared with it.
 
-Baseline margin (see README "Measured gates"), m = model, b = baseline on the test split:
+Baseline margin (see docs/gates.md, "The baseline margin"), m = model, b = baseline on the test split:
 - higher-is-better metrics bounded by 1 (roc_auc, f1_macro, accuracy, r2, ...): the share of
   the headroom above the baseline the model closes, (m - b) / (1 - b); for roc_auc with the
   prior baseline (b = 0.5) that is the Gini coefficient 2m - 1;
@@ -178,7 +178,7 @@ class CvStabilityParams(ScoreInputs):
 def cv_claim_problems(s: dict[str, Any], who: str, mean_r: float, std_r: float,
                       k_r: int) -> list[str]:
     """Problems with a reported CV mean/std of the saved model against the gate's own CV (an
-    F-test on the spread, a z-test plus CV_MEAN_SLACK on the mean; see README)."""
+    F-test on the spread, a z-test plus CV_MEAN_SLACK on the mean; see docs/gates.md)."""
     from scipy.special import fdtri  # the F distribution's quantile (lighter than scipy.stats)
 
     cv, metric = s["cv"], s["metric"]

@@ -32,8 +32,8 @@ def default_output(workspace: Path) -> Path:
 def load_run(workspace: Path) -> RunState:
     """The workspace's run state; a one-line error naming the folder when there is none."""
     if not workspace.is_dir():
-        raise UsageError(f"workspace {workspace} does not exist; pass the folder a run was made in "
-                         "with -w")
+        what = "is not a folder" if workspace.exists() else "does not exist"
+        raise UsageError(f"workspace {workspace} {what}; pass the folder a run was made in with -w")
     state = StateStore(workspace).load()  # a corrupt state is its own one-line error
     if state is None:
         raise UsageError(f"no mlpipe run in {workspace} (no .mlpipe/state.json): pass the folder a "
@@ -41,19 +41,19 @@ def load_run(workspace: Path) -> RunState:
     return state
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any work when the page could not be written there."""
+def check_writable(path: Path, what: str = "the report", flag: str = "-o") -> None:
+    """Fail before any work when the file could not be written there."""
     if path.is_dir():
-        raise UsageError(f"cannot write the report to {path}: it is a folder; give a file name "
-                         "with -o, e.g. -o report.html")
+        raise UsageError(f"cannot write {what} to {path}: it is a folder; give a file name "
+                         f"with {flag}, e.g. {flag} {'report.html' if flag == '-o' else 'gate.xml'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UsageError(f"cannot write the report to {path} ({e.strerror or e}); choose another "
-                         "file with -o") from None
+        raise UsageError(f"cannot write {what} to {path} ({e.strerror or e}); choose another "
+                         f"file with {flag}") from None
 
 
 def _seconds(s: float) -> str:
@@ -71,8 +71,18 @@ def render(view: RunView, now: str | None = None) -> str:
 
     note = plots.available()
 
+    failed: list[str] = []
+
     def plot(name: str, *args: Any) -> str | None:
-        return None if note else plots.PLOTS[name](*args)
+        """A plot, or None when its evidence (made from agent-written files) cannot be drawn:
+        the page keeps its tables and says which plots are missing."""
+        if note:
+            return None
+        try:
+            return plots.PLOTS[name](*args)
+        except Exception as e:  # noqa: BLE001 - a malformed record must not cost the page
+            failed.append(f"{name} ({type(e).__name__}: {str(e)[:120]})")
+            return None
 
     score, cv = view.evidence("model_beats_baseline"), view.evidence("cv_stability")
     load, drill = view.evidence("api_load"), view.evidence("drift_drill")
@@ -99,6 +109,8 @@ def render(view: RunView, now: str | None = None) -> str:
                  "latency": plot("latency", load.check.evidence) if load else None,
                  "drift": plot("drift", drill.check.evidence) if drill else None},
     }
+    if failed:
+        context["plots_note"] = "could not draw from the recorded evidence: " + "; ".join(failed)
     return env.get_template(TEMPLATE).render(**context)
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,7 +114,14 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    """A finite number from an attempt file (the workspace's, so anything may be there), else 0."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _attempt_dirs(workspace: Path, run_id: str, phase_id: str) -> list[Path]:
@@ -135,14 +143,14 @@ def _attempt(folder: Path) -> AttemptView:
     if gate is not None:
         view.gate = "passed" if gate.get("passed") is True else "failed"
         view.gate_s = _number(gate.get("duration_s"))
-        view.failing = [str(c.get("id")) for c in gate.get("checks") or []
+        view.failing = [str(c.get("id")) for c in _list(gate.get("checks"))
                         if isinstance(c, dict) and c.get("status") in ("failed", "error")]
     return view
 
 
 def _checks(report: dict[str, Any]) -> list[CheckView]:
     out = []
-    for c in report.get("checks") or []:
+    for c in _list(report.get("checks")):
         if not isinstance(c, dict):
             continue
         evidence = c.get("evidence")

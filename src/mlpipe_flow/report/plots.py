@@ -15,8 +15,10 @@ from typing import Any
 from mlpipe_flow.report.gather import PhaseView
 
 AGENT, PASSED, FAILED, NEUTRAL, ACCENT = "#5c6bc0", "#2e7d32", "#c62828", "#9e9e9e", "#ef6c00"
+# `text.parse_math` off: labels are feature names and messages from agent-made files, where a
+# `$...$` would otherwise be parsed as mathtext (and can fail to parse)
 RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "mlpipe-report", "font.size": 9,
-      "axes.spines.top": False, "axes.spines.right": False}
+      "axes.spines.top": False, "axes.spines.right": False, "text.parse_math": False}
 
 
 def available() -> str | None:
