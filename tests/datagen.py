@@ -1,7 +1,7 @@
 """Data the tests need, made by code: tables shaped like the public Telco churn and concrete
 strength datasets (same column names, types and quirks), so the suite runs on a fresh clone
 with nothing beside it. The real files in ../shared/datasets, where present, are extra
-coverage (`real_or_generated`, and the tests marked `shared_data`).
+coverage (the tests marked `shared_data`, and the concrete run in test_builtin_agent.py).
 
 Deterministic (a seed per table), standard library only.
 """

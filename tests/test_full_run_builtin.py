@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from builtin_helpers import home_of, results, run_every_phase, run_phases, workflow_with_load_rate
+from builtin_helpers import home_of, run_every_phase, workflow_with_load_rate
 from ci_sequence import absolute_strings
 from conftest import REPO, SHARED, shared_data
 
 TELCO = ("predict customer churn, served in real time, retrained weekly", SHARED / "telco_churn.csv")
-CONCRETE = ("predict compressive strength", SHARED / "concrete_strength.csv")
 ARTIFACTS = ("deployment/api/main.py", "monitoring/alerts/alerts.yml", "registry/champion.json",
              "continuous-training-guide.md")
 
@@ -30,22 +29,6 @@ def test_full_run_on_real_telco_data_reaches_100(tmp_path: Path, cpu) -> None:  
     run_every_phase(ws, problem, data, wf, home_of(ws), cpu)
     for rel in ARTIFACTS:
         assert (ws / rel).is_file(), rel
-
-
-@pytest.mark.slow
-@shared_data
-def test_real_concrete_data_through_training(tmp_path: Path) -> None:
-    """Phases 1-3 on the real concrete data (long column names, a regression target). Its phases
-    4-6 are not run again here: the regression path through serving, monitoring and retraining
-    is tests/test_phases456_regression.py's, on concrete-shaped generated data (it saves the suite
-    about two minutes of a second whole run)."""
-    problem, data = CONCRETE
-    ws = tmp_path / "ws"
-    run_phases(ws, problem, str(data), "phase1", "phase2", "phase3")
-    state = json.loads((ws / ".mlpipe" / "state.json").read_text())
-    assert state["progress"] == 70, state
-    r = results(ws)
-    assert r["test_score"] < 0.75 * r["baseline_test_score"], r
 
 
 @pytest.mark.slow
