@@ -144,10 +144,14 @@ def test_init_copies_workflow_that_loads(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "already has" in res.output
 
 
-@pytest.mark.parametrize("args", [["run", "p", "--bogus"], ["run", "p", "--max-attempts", "0"],
-                                  ["run"], ["frob"]])
-def test_usage_errors_are_one_line(args: list[str]) -> None:
+@pytest.mark.parametrize(("args", "hint"), [
+    (["run", "p", "--bogus"], "mlpipe run --help"),
+    (["run", "p", "--max-attempts", "0"], "mlpipe run --help"),
+    (["run"], "mlpipe run --help"), (["frob"], "mlpipe --help"),
+    (["run", "p", "--data"], "mlpipe run --help"),  # a flag missing its value: the command's help
+    (["gate", "phase3", "--only"], "mlpipe gate --help")])
+def test_usage_errors_are_one_line(args: list[str], hint: str) -> None:
     res = mlpipe(*args)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("mlpipe: error: "), res.stderr
-    assert "--help" in res.stderr and "Traceback" not in res.stderr
+    assert f"(see `{hint}`)" in res.stderr and "Traceback" not in res.stderr

@@ -19,6 +19,9 @@ class _Group(TyperGroup):
     run); Typer itself maps Ctrl-C to 130. Any other exception is a bug: its traceback shows."""
 
     def invoke(self, ctx: Any) -> Any:
+        # the command's name, taken before click consumes it: an option missing its value is
+        # raised with the group's context, and the hint must name the command's own --help
+        sub = next(iter(getattr(ctx, "_protected_args", None) or ()), None)
         try:
             return super().invoke(ctx)
         except MlpipeError as e:
@@ -29,6 +32,8 @@ class _Group(TyperGroup):
                 raise
             ctx_ = getattr(e, "ctx", None)
             where = ctx_.command_path if ctx_ is not None else "mlpipe"
+            if (ctx_ is None or ctx_ is ctx) and sub in self.commands:
+                where = f"{ctx.command_path} {sub}"
             typer.echo(f"mlpipe: error: {e.format_message()} (see `{where} --help`)", err=True)
             raise typer.Exit(2) from None
 
@@ -396,4 +401,4 @@ def export(run_id: Annotated[str, typer.Argument(help="A run id (or a unique pre
 
 
 def main() -> None:
-    app()
+    app(prog_name="mlpipe")  # `python -m mlpipe_flow` too: messages name the command users type
