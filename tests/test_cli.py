@@ -47,7 +47,8 @@ def test_phases_text() -> None:
     assert "Requirements & Design" in res.output and "95-100" in res.output
 
 
-def test_gate_fails_on_empty_workspace_with_seed_messages(tmp_path: Path) -> None:
+def test_gate_fails_on_a_begun_workspace_with_seed_messages(tmp_path: Path) -> None:
+    (tmp_path / "tech-stack.md").write_text("python\n")  # begun: one output of phase 1, not the rest
     res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--json", *SEEDARG])
     assert res.exit_code == 1
     report = json.loads(res.output)
@@ -70,6 +71,14 @@ def test_gate_text_lines_and_detail_on_failure(tmp_path: Path) -> None:
     assert any(ln.startswith("ml-requirements.md names its ML metrics") and ln.endswith("Failed")
                for ln in lines)
     assert "- ML metrics not defined" in res.output
+    assert lines[-1].startswith("phase1 gate FAILED: ") and "metrics-defined" in lines[-1], lines[-1]
+
+
+def test_gate_in_a_folder_with_no_workspace_says_so(tmp_path: Path) -> None:
+    res = mlpipe("gate", "phase3", "-w", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert f"no mlpipe workspace in {tmp_path.resolve()}" in res.stderr and "-w" in res.stderr
+    assert res.stdout == ""  # not a page of failures about files nobody was asked to write
 
 
 def test_gate_passes_and_only_and_junit(tmp_path: Path) -> None:
@@ -80,6 +89,7 @@ def test_gate_passes_and_only_and_junit(tmp_path: Path) -> None:
     res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--junit", str(junit), *SEEDARG])
     assert res.exit_code == 0, res.output
     assert "Requirements and architecture validated" in res.output
+    assert res.output.splitlines()[-1] == "phase1 gate passed: 5 of 5 checks passed"
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "5" and suite.get("failures") == "0"
     res = runner.invoke(app, ["gate", "phase1", "-w", str(tmp_path), "--only", "metrics-defined", "--json",
@@ -92,6 +102,7 @@ def test_gate_passes_and_only_and_junit(tmp_path: Path) -> None:
 
 def test_junit_records_failures(tmp_path: Path) -> None:
     junit = tmp_path / "r.xml"
+    (tmp_path / "data_ingestion").mkdir()  # a workspace begun (an empty folder would be refused)
     res = runner.invoke(app, ["gate", "phase2", "-w", str(tmp_path), "--junit", str(junit), *SEEDARG])
     assert res.exit_code == 1
     suite = ET.parse(junit).getroot()

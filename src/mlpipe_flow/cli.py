@@ -146,6 +146,10 @@ def gate(
     config, wf = _setup(ws, workflow, only_gate_of=phase)
     ph = wf.phase(phase)
     state = StateStore(ws).load()
+    if state is None and not any((ws / o.path.rstrip("/")).exists() for o in ph.expected_outputs):
+        raise UsageError(f"no mlpipe workspace in {ws}: no .mlpipe/state.json and none of {phase}'s "
+                         f"outputs ({', '.join(o.path for o in ph.expected_outputs[:3])}, ...); pass "
+                         "the folder a run was made in with -w")
     data: dict[str, Any] = {"target": state.target if state else None}
     if state and state.data:
         data.update(state.data.model_dump())
@@ -159,7 +163,20 @@ def gate(
         import json
 
         print(json.dumps(gate_json(report), indent=2))
+    else:
+        print(verdict_line(report))
     raise typer.Exit(0 if report.passed else 1)
+
+
+def verdict_line(report: Any) -> str:
+    """The gate's verdict in one closing line: how many checks passed, which did not."""
+    n, bad = len(report.checks), report.failures
+    if report.passed:
+        skipped = sum(c.status == "skipped" for c in report.checks)
+        return f"{report.phase} gate passed: {n - skipped} of {n} checks passed" + \
+            (f", {skipped} skipped" if skipped else "")
+    names = ", ".join(c.id for c in bad[:6]) + (", ..." if len(bad) > 6 else "")
+    return f"{report.phase} gate FAILED: {len(bad)} of {n} checks failed or could not measure ({names})"
 
 
 @app.command()
