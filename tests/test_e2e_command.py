@@ -164,3 +164,25 @@ def test_changed_outputs_make_a_passed_phase_run_again(ws: Path, csv_file: Path,
     assert res.returncode == 0, res.stdout + res.stderr
     assert "phase1: outputs changed since it passed" in res.stdout
     assert log.read_text().splitlines().count("phase1 1 first") == 2
+
+
+def test_one_phase_asked_for_and_passed_is_not_called_incomplete(ws: Path, csv_file: Path) -> None:
+    """`--phase phase1` that passes (exit 0): the summary says phase1 passed and what to run
+    next, not "INCOMPLETE", no ❌ for phases nobody asked for, no "see why a phase failed"."""
+    res = mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws), "--phase", "phase1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert "phase1 PASSED (20%); not run yet: phase2, phase3, phase4, phase5, phase6" in out, out
+    assert "INCOMPLETE" not in out.upper() and "❌" not in out and "failed" not in out.lower()
+    assert f'Run the next phase: mlpipe run "predict churn" --workspace {ws.resolve()} --phase phase2' in out
+
+
+def test_a_failed_phase_is_named_in_the_summary(ws: Path, csv_file: Path) -> None:
+    env = {"FAKE_AGENT_FAIL_ALWAYS": "phase2"}
+    res = mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws), "--max-attempts", "1",
+                 env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "BUILD ML PIPELINE INCOMPLETE (20%)" in res.stdout
+    assert "See why phase2 failed: mlpipe gate phase2" in res.stdout
+    assert "❌ Data ingestion and feature engineering (phase2:" in res.stdout
+    assert "⏸️  Model training with experiment tracking" in res.stdout  # not run: not a failure
