@@ -186,3 +186,22 @@ def test_a_failed_phase_is_named_in_the_summary(ws: Path, csv_file: Path) -> Non
     assert "See why phase2 failed: mlpipe gate phase2" in res.stdout
     assert "❌ Data ingestion and feature engineering (phase2:" in res.stdout
     assert "⏸️  Model training with experiment tracking" in res.stdout  # not run: not a failure
+
+
+def test_a_phase_run_again_takes_back_the_passes_after_it(ws: Path, csv_file: Path) -> None:
+    """`--from phase4` on a finished run: while phase 4 runs again, phases 5-6 no longer count as
+    passed (the bar does not sit at 100%); when phase 4 fails, status says 70%, not 100%."""
+    assert mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws)).returncode == 0
+    res = mlpipe("run", "predict churn", "-w", str(ws), "--phase", "phase4")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "phase4 runs again: phase5, phase6 will need to pass again (progress is now 70%)" in res.stdout
+    assert "progress 85%" in res.stdout and "progress 100%" not in res.stdout, res.stdout
+    st = status(ws)
+    assert st["progress"] == 85
+    assert [p["status"] for p in st["phases"]][3:] == ["passed", "pending", "pending"]
+    res = mlpipe("run", "predict churn", "-w", str(ws), "--from", "phase4", "--max-attempts", "1",
+                 env={"FAKE_AGENT_FAIL_ALWAYS": "phase4"})
+    assert res.returncode == 1
+    st = status(ws)
+    assert st["phases"][3]["status"] in ("failed", "stalled"), st
+    assert st["progress"] == 70 and [p["status"] for p in st["phases"]][4:] == ["pending", "pending"], st

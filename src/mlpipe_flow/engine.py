@@ -129,6 +129,7 @@ class Engine:
                         self.display.emit("phase_skipped", phase=phase.id, reason="passed, outputs "
                                           "unchanged, gate still passes", progress=state.progress)
                         continue
+                    self.invalidate_later(phase)
                     if not self.run_phase(phase, rec):
                         state.status = "failed"
                         self.store.save(state)
@@ -387,6 +388,22 @@ class Engine:
     def hash_outputs(self, phase: Phase) -> dict[str, str]:
         others = [o.path for p in self.wf.phases if p.id != phase.id for o in p.expected_outputs]
         return hash_outputs(self.ws, phase.expected_outputs, exclude=others)
+
+    def invalidate_later(self, phase: Phase) -> None:
+        """A phase about to run again takes back the pass of every phase after it: their work was
+        built on what this phase is about to replace (they run again, or show as not run)."""
+        assert self.state is not None
+        later = self.wf.phases[self.wf.index(phase.id) + 1:]
+        stale = [p.id for p in later if self.state.phase(p.id).status == "passed"]
+        for pid in stale:
+            self.state.phase(pid).status = "pending"
+        self.advance()  # and while this phase runs, the bar stands at its start
+        self.state.progress = min(self.state.progress, phase.progress_start)
+        self.store.save(self.state)
+        if stale:
+            self.display.emit("warning", message=f"{phase.id} runs again: {', '.join(stale)} "
+                              "will need to pass again (progress is now "
+                              f"{self.state.progress}%)")
 
     def advance(self) -> None:
         """Progress is the end of the last phase in the unbroken run of passed phases."""
