@@ -80,7 +80,7 @@ class RunRecords:
         atomic_write(self.dir / "raw.json", json.dumps(record, indent=2) + "\n")
 
     def raw(self) -> dict[str, Any] | None:
-        return _read(self.dir / "raw.json")
+        return read_json_object(self.dir / "raw.json")
 
     @property
     def snapshot(self) -> Path:
@@ -91,7 +91,7 @@ class RunRecords:
         atomic_write(self.dir / "phases" / f"{phase_id}.json", json.dumps(record, indent=2) + "\n")
 
     def phase(self, phase_id: str) -> dict[str, Any] | None:
-        return _read(self.dir / "phases" / f"{phase_id}.json")
+        return read_json_object(self.dir / "phases" / f"{phase_id}.json")
 
     def forget_phase(self, phase_id: str) -> None:
         (self.dir / "phases" / f"{phase_id}.json").unlink(missing_ok=True)
@@ -102,7 +102,7 @@ class RunRecords:
         if not folder.is_dir():
             return None
         for f in sorted(folder.glob("*.json")):
-            rec = _read(f) or {}
+            rec = read_json_object(f) or {}
             hashes = rec.get("output_hashes") or {}
             if rel in hashes:
                 return str(hashes[rel])
@@ -119,7 +119,7 @@ class RunRecords:
 
     # -- the gates' own cache (what a check measured, by the content it measured) --------
     def cache_get(self, name: str) -> dict[str, Any] | None:
-        return _read(self.dir / "cache" / f"{name}.json")
+        return read_json_object(self.dir / "cache" / f"{name}.json")
 
     def cache_put(self, name: str, value: dict[str, Any]) -> None:
         atomic_write(self.dir / "cache" / f"{name}.json", json.dumps(value))
@@ -132,7 +132,8 @@ class RunRecords:
             yield
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

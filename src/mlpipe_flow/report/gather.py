@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlpipe_flow.records import RunRecords
+from mlpipe_flow.records import RunRecords, read_json_object
 from mlpipe_flow.state import RunState
 from mlpipe_flow.workflow import Workflow
 
@@ -105,14 +105,6 @@ class RunView(View):
         return None
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _number(value: Any) -> float:
     """A finite number from an attempt file (the workspace's, so anything may be there), else 0."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -131,8 +123,8 @@ def _attempt_dirs(workspace: Path, run_id: str, phase_id: str) -> list[Path]:
 
 
 def _attempt(folder: Path) -> AttemptView:
-    result = _read(folder / "result.json") or {}
-    gate = _read(folder / "gate.json")
+    result = read_json_object(folder / "result.json") or {}
+    gate = read_json_object(folder / "gate.json")
     view = AttemptView(n=int(folder.name.split("-", 1)[1]))
     if result:
         view.agent_status = str(result.get("status", "-"))
@@ -167,7 +159,7 @@ def _checks(report: dict[str, Any]) -> list[CheckView]:
 
 def _shown_report(view: PhaseView, records: RunRecords, attempts: list[Path]) -> None:
     """The gate report a phase is shown with, and where it comes from."""
-    reports = [(d, r) for d in attempts if (r := _read(d / "gate.json")) is not None]
+    reports = [(d, r) for d in attempts if (r := read_json_object(d / "gate.json")) is not None]
     if view.status == "passed":
         rec = records.phase(view.id)
         report = rec.get("report") if rec else None
