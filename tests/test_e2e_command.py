@@ -46,7 +46,8 @@ def test_full_run_reaches_100(ws: Path, csv_file: Path) -> None:
     assert not [e for e in events if e["event"] == "attempt_started"]
 
 
-def test_gate_failure_then_repair(ws: Path, csv_file: Path, tmp_path: Path) -> None:
+def test_gate_failure_then_repair(ws: Path, csv_file: Path, tmp_path: Path,
+                                  seed_workflow: Path) -> None:
     log = tmp_path / "agent.log"
     env = {"FAKE_AGENT_FAIL_ONCE": "phase2", "FAKE_AGENT_LOG": str(log)}
     res = mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws), "--phase", "phase1",
@@ -62,6 +63,13 @@ def test_gate_failure_then_repair(ws: Path, csv_file: Path, tmp_path: Path) -> N
     repair_prompt = (ws / ".mlpipe/runs" / st["run_id"] / "phase2/attempt-2/prompt.md").read_text()
     assert "pipeline-tests" in repair_prompt
     assert "deliberately wrong" in repair_prompt or "1 failed" in repair_prompt
+    # the failing check's rule, as the gate states it, is in the repair prompt too
+    from mlpipe_flow.checks import rule
+    from mlpipe_flow.workflow import load_workflow
+
+    check = next(c for c in load_workflow(seed_workflow).gates["phase2"].checks
+                 if c.id == "pipeline-tests")
+    assert f"The rule, as the gate applies it: {rule(check)}" in repair_prompt
 
 
 def test_stalled_phase_stops_early_and_fails(ws: Path, csv_file: Path, tmp_path: Path) -> None:
@@ -92,10 +100,19 @@ def test_sigkill_in_phase3_then_resume(ws: Path, csv_file: Path, tmp_path: Path)
     else:
         proc.kill()
         raise AssertionError("phase 3 never started")
+    live = status(ws)  # while the run holds the workspace, status says so
+    assert live["status"] == "running" and live["phases"][2]["status"] == "running"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     state = json.loads((ws / ".mlpipe/state.json").read_text())
     assert [p["status"] for p in state["phases"][:3]] == ["passed", "passed", "running"]
+    # the state file still says running; status sees no process holding the run: interrupted
+    seen = status(ws)
+    assert seen["status"] == "interrupted", seen
+    assert [p["status"] for p in seen["phases"][:3]] == ["passed", "passed", "interrupted"]
+    assert "mlpipe run` resumes" in seen["phases"][2]["reason"]
+    text = mlpipe("status", "-w", str(ws)).stdout
+    assert "status interrupted" in text and "phase3   interrupted" in text, text
 
     # the orphaned agent dies with its parent; the lock is free again
     res = mlpipe("run", "predict churn", "-w", str(ws), env={"FAKE_AGENT_LOG": str(log)})
@@ -200,8 +217,11 @@ def test_a_phase_run_again_takes_back_the_passes_after_it(ws: Path, csv_file: Pa
     assert st["progress"] == 85
     assert [p["status"] for p in st["phases"]][3:] == ["passed", "pending", "pending"]
     res = mlpipe("run", "predict churn", "-w", str(ws), "--from", "phase4", "--max-attempts", "1",
-                 env={"FAKE_AGENT_FAIL_ALWAYS": "phase4"})
+                 "--json", env={"FAKE_AGENT_FAIL_ALWAYS": "phase4"})
     assert res.returncode == 1
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    started = next(e for e in events if e["event"] == "phase_started")
+    assert (started["phase"], started["progress"]) == ("phase4", 70), started  # the bar, not 85%
     st = status(ws)
     assert st["phases"][3]["status"] in ("failed", "stalled"), st
     assert st["progress"] == 70 and [p["status"] for p in st["phases"]][4:] == ["pending", "pending"], st

@@ -91,7 +91,7 @@ def test_history_patterns_prompt_and_export(tmp_path: Path, seed_workflow: Path,
 
     # the provenance manifest: hashes match the files; prompt hashes match the saved prompts
     out = tmp_path / "provenance.json"
-    res = mlpipe("export", churn_id, "-o", str(out))
+    res = mlpipe("export", churn_id, "-o", str(out), "--mlflow")
     assert res.returncode == 0, res.stderr
     manifest = json.loads(out.read_text())
     assert manifest["run"]["id"] == churn_id and manifest["run"]["problem"] == CHURN
@@ -335,6 +335,82 @@ def test_show_and_export_unknown_run(_mlpipe_home: Path) -> None:
         assert res.returncode == 2 and "no run 'nope'" in res.stderr and "mlpipe history" in res.stderr
 
 
+def test_memory_line_lists_each_title_once_and_counts_what_it_lists(ws: Path, csv_file: Path) -> None:
+    """Three past runs each left a phase-1 excerpt under the same title: the run's memory line
+    names that title once (it said "3 similar past pattern(s)" and listed it three times), and
+    the JSON event says how many excerpts from which runs."""
+    db = MemoryDB.open()
+    assert db is not None
+    for i in range(3):
+        db.start_run(f"r{i}", f"predict churn of customers {i}", "/ws", "builtin", None, 0)
+        db.record_phase_passed(f"r{i}", "phase1", 1, f"predict churn of customers {i}", {},
+                               [("ML pipeline architecture design", f"excerpt {i}")])
+    db.close()
+    res = mlpipe("run", CHURN, "--data", str(csv_file), "-w", str(ws), "--phase", "phase1", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    items = next(e for e in events if e["event"] == "patterns")["items"]
+    assert [(i["phase"], i["title"], i["excerpts"]) for i in items] == [
+        ("phase1", "ML pipeline architecture design", 3)]
+    assert sorted(items[0]["run_ids"]) == ["r0", "r1", "r2"]
+    from mlpipe_flow.display import render_lines
+
+    [line] = render_lines("patterns", {"items": items})
+    assert line == ("memory: 3 excerpt(s) from 3 similar past run(s): "
+                    "phase1 ML pipeline architecture design (x3)"), line
+    # what the line counts is what it lists: six titles of six phases, all six named
+    six = [{"phase": f"phase{k}", "title": f"T{k}", "excerpts": 1, "run_ids": ["r0"]}
+           for k in range(1, 7)]
+    [line] = render_lines("patterns", {"items": six})
+    assert line.startswith("memory: 6 excerpt(s) from 1 similar past run(s): ")
+    assert line.split(": ", 2)[2].split("; ") == [f"phase{k} T{k}" for k in range(1, 7)]
+
+
+def test_export_writes_a_file_and_leaves_mlflow_alone(tmp_path: Path) -> None:
+    """`export` without -o writes ./provenance-RUN.json and says so in one line (not 5,000 lines
+    on the terminal); it never clobbers that file without --force; `-o -` pipes the manifest;
+    only --mlflow adds a run to the workspace's mlflow.db."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "ml-spec.yaml").write_text("task: regression\n")
+    db = MemoryDB.open()
+    assert db is not None
+    db.start_run("run-20250101-x", "predict churn", str(workspace), "builtin", None, 0)
+    db.record_phase_passed("run-20250101-x", "phase1", 1, "predict churn",
+                           {"ml-spec.yaml": sha256(workspace / "ml-spec.yaml")}, [])
+    db.close()
+    cwd = tmp_path / "here"
+    cwd.mkdir()
+    res = mlpipe("export", "run-2025", cwd=cwd)
+    assert res.returncode == 0, res.stderr
+    out = cwd / "provenance-run-20250101-x.json"
+    assert res.stdout.splitlines() == [f"wrote {out.name} (1 artifacts of run run-20250101-x)"]
+    assert res.stderr == ""
+    manifest = json.loads(out.read_text())
+    assert manifest["run"]["id"] == "run-20250101-x" and manifest["artifacts"][0]["matches"]
+    assert not (workspace / "mlflow.db").exists() and not (workspace / "mlruns").exists()
+
+    out.write_text("mine\n")
+    res = mlpipe("export", "run-20250101-x", cwd=cwd)
+    assert res.returncode == 2 and res.stdout == "", res.stdout
+    assert res.stderr.splitlines() == [f"mlpipe: error: {out.name} already exists; pass --force to "
+                                       "overwrite it, or -o FILE (-o - for stdout)"]
+    assert out.read_text() == "mine\n"
+    res = mlpipe("export", "run-20250101-x", "--force", cwd=cwd)
+    assert res.returncode == 0 and json.loads(out.read_text()) != {}, res.stderr
+
+    res = mlpipe("export", "run-20250101-x", "-o", "-", cwd=cwd)
+    assert res.returncode == 0 and json.loads(res.stdout)["run"]["id"] == "run-20250101-x"
+    assert sorted(p.name for p in cwd.iterdir()) == [out.name]  # nothing else written
+    assert not (workspace / "mlflow.db").exists()
+
+    res = mlpipe("export", "run-20250101-x", "-o", "-", "--mlflow", cwd=cwd)
+    assert res.returncode == 0 and json.loads(res.stdout)["artifacts"], res.stderr
+    assert "MLflow: logged provenance-run-20250101-x.json" in res.stderr, res.stderr
+    with sqlite3.connect(workspace / "mlflow.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+
+
 @pytest.mark.parametrize(("query", "hits"), [("churn", 0), ("\"unbalanced", 0), ("phase1:", 1),
                                              ("FRAUD*", 1), ("-", 0)])
 def test_patterns_search_odd_queries(query: str, hits: int) -> None:
@@ -363,3 +439,36 @@ def test_excerpts_mask_url_passwords(tmp_path: Path) -> None:
     got = read_excerpts(ws, [MemoryExcerpt(title="Config", paths=["cfg/*.py", "cfg/a.py"], lines=3)])
     assert got == [("Config", "==> cfg/a.py <==\nURL = 'postgresql://etl:***@db:5432/sales'\nx\nx"
                               "\n\n==> cfg/b.py <==\nB = 1")]
+
+
+def test_a_version_1_database_gains_the_turns_column(_mlpipe_home: Path) -> None:
+    from mlpipe_flow.memory import MIGRATIONS
+
+    path = _mlpipe_home / "memory.db"
+    with sqlite3.connect(path) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO runs (id, problem, workspace, started) VALUES ('old', 'p', '/w', 't')")
+        conn.execute("INSERT INTO attempts (run_id, phase, attempt, started, prompt_sha256, tokens_in) "
+                     "VALUES ('old', 'phase1', 1, 't', 'x', 5)")
+        conn.execute("PRAGMA user_version = 1")
+    db = MemoryDB.open()
+    assert db is not None
+    assert db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert [(r["run_id"], r["turns"], r["tokens_in"]) for r in db.phase_usage("phase1")] == [("old", 0, 5)]
+    db.close()
+
+
+def test_an_attempt_records_the_agents_turns(_mlpipe_home: Path) -> None:
+    from mlpipe_flow.display import RecordingDisplay
+    from mlpipe_flow.memory import RunMemory
+    from mlpipe_flow.runners import AgentResult
+
+    db = MemoryDB.open()
+    assert db is not None
+    mem = RunMemory(db, RecordingDisplay())
+    state = SimpleNamespace(run_id="r1", problem="p", runner="claude", model=None, progress=0)
+    mem.start_run(state, _mlpipe_home)
+    mem.record_attempt(state, "phase3", 1, "prompt", AgentResult(status="ok", tokens_in=10, turns=7),
+                       None, _mlpipe_home)
+    assert [(r["run_id"], r["turns"]) for r in db.phase_usage("phase3")] == [("r1", 7)]

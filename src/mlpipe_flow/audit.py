@@ -1,5 +1,5 @@
 """Reading the memory database for people: `mlpipe history`, `show`, `patterns search`, and the
-provenance manifest of `mlpipe export` (optionally logged to the workspace's MLflow store)."""
+provenance manifest of `mlpipe export` (logged to the workspace's MLflow store only with --mlflow)."""
 
 from __future__ import annotations
 

@@ -134,7 +134,7 @@ def gate(
     workflow: WorkflowOpt = None,
 ) -> None:
     """Re-check one phase's gate against the workspace; exit 0 when it passes, 1 when not."""
-    from mlpipe_flow.display import NullDisplay, PlainDisplay
+    from mlpipe_flow.display import NullDisplay, make_display
     from mlpipe_flow.errors import UsageError
     from mlpipe_flow.gate import run_gate
     from mlpipe_flow.reports import gate_json, write_junit
@@ -153,10 +153,13 @@ def gate(
     data: dict[str, Any] = {"target": state.target if state else None}
     if state and state.data:
         data.update(state.data.model_dump())
-    display = NullDisplay() if json_out else PlainDisplay()
-    report = run_gate(ph, wf.gates[ph.gate], ws, only=only, display=display, data=data,
-                      python=config.python, run_id=state.run_id if state else None,
-                      jobs=config.gate_jobs)
+    display = NullDisplay() if json_out else make_display(bar=False)
+    try:
+        report = run_gate(ph, wf.gates[ph.gate], ws, only=only, display=display, data=data,
+                          python=config.python, run_id=state.run_id if state else None,
+                          jobs=config.gate_jobs)
+    finally:
+        display.close()
     if junit:
         write_junit(report, junit)
     if json_out:
@@ -271,10 +274,12 @@ def status(workspace: WorkspaceOpt = Path("."), json_out: JsonOpt = False,
            workflow: WorkflowOpt = None) -> None:
     """Show the workspace's run: progress, phases, tokens, cost, and where settings came from."""
     from mlpipe_flow.reports import status_json, status_text
-    from mlpipe_flow.state import StateStore
+    from mlpipe_flow.state import StateStore, as_observed
 
     ws = workspace.resolve()
     state = StateStore(ws).load() if ws.is_dir() else None
+    if state is not None:
+        state = as_observed(state, ws)
     config, wf = _setup(ws, workflow)
     if json_out:
         import json
@@ -381,10 +386,16 @@ def patterns_search(query: Annotated[str, typer.Argument(help="Words to look for
 
 @app.command()
 def export(run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix of one).")],
-           output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the manifest here "
-                                                       "(default: stdout).")] = None) -> None:
+           output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the manifest here; "
+                                                       "`-o -` writes it to stdout (default: "
+                                                       "./provenance-RUN_ID.json).")] = None,
+           force: Annotated[bool, typer.Option("--force", help="Overwrite the default file when it "
+                                               "exists.")] = False,
+           to_mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log the manifest as an "
+                                                   "artifact of a new run in the workspace's MLflow "
+                                                   "store (mlflow.db).")] = False) -> None:
     """A provenance manifest of a run: each artifact's hash, the prompt hash and runner that
-    produced it, the gate verdict; also logged to the workspace's MLflow store when installed."""
+    produced it, the gate verdict. Written to ./provenance-RUN_ID.json unless -o says where."""
     import json
     import tempfile
 
@@ -395,25 +406,35 @@ def export(run_id: Annotated[str, typer.Argument(help="A run id (or a unique pre
     db = open_for_reading()
     run = require_run(db, run_id)
     assert db is not None
+    to_stdout = output == Path("-")
+    if output is None:
+        output = Path(f"provenance-{run['id']}.json")
+        if output.exists() and not force:  # before any work: never clobber a file not named
+            raise UsageError(f"{output} already exists; pass --force to overwrite it, or -o FILE "
+                             "(-o - for stdout)")
     data = manifest(db, run)
     text = json.dumps(data, indent=2) + "\n"
     if data["changed_since"]:
         typer.echo(f"warning: {len(data['changed_since'])} artifact(s) changed or missing since the "
                    f"run recorded them (e.g. {data['changed_since'][0]}); see current_sha256",
                    err=True)
-    if output is not None:
+    if to_stdout:
+        sys.stdout.write(text)
+    else:
         try:
             atomic_write(output, text)
         except OSError as e:
-            raise UsageError(f"cannot write {output}: {e.strerror}") from None
-        note = log_to_mlflow(output, Path(run["workspace"]), run["id"])
-        print(f"wrote {output} ({len(json.loads(text)['artifacts'])} artifacts)")
-    else:
-        sys.stdout.write(text)
+            raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
+        print(f"wrote {output} ({len(data['artifacts'])} artifacts of run {run['id']})")
+    if not to_mlflow:
+        return
+    if to_stdout:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"provenance-{run['id']}.json"
             path.write_text(text, encoding="utf-8")
             note = log_to_mlflow(path, Path(run["workspace"]), run["id"])
+    else:
+        note = log_to_mlflow(output, Path(run["workspace"]), run["id"])
     typer.echo(note, err=True)
 
 

@@ -54,7 +54,9 @@ def stage(workspace: Path, value: str) -> DataRef:
     raw = workspace / RAW_DIR
     raw.mkdir(parents=True, exist_ok=True)
     dest = raw / src.name
-    if dest.resolve() != src:
+    same_file = dest.resolve() == src
+    digest = None if same_file else unchanged_copy(src, dest)
+    if not same_file and digest is None:
         fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{src.name}.")
         os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the data from the team
         os.close(fd)
@@ -65,7 +67,20 @@ def stage(workspace: Path, value: str) -> DataRef:
             Path(tmp).unlink(missing_ok=True)
             raise
     return DataRef(kind="file", source=file_source(value),
-                   staged=dest.relative_to(workspace).as_posix(), sha256=file_sha256(dest))
+                   staged=dest.relative_to(workspace).as_posix(), sha256=digest or file_sha256(dest))
+
+
+def unchanged_copy(src: Path, dest: Path) -> str | None:
+    """The sha256 of `dest` when it already holds exactly `src` (same size, same content hash),
+    so staging again leaves it alone; None when it must be copied. Never trusts a size or mtime
+    alone: the staged copy is in the workspace, where an agent could have edited it."""
+    try:
+        if not dest.is_file() or dest.is_symlink() or dest.stat().st_size != src.stat().st_size:
+            return None
+        digest = file_sha256(src)
+        return digest if file_sha256(dest) == digest else None
+    except OSError:
+        return None
 
 
 def file_source(value: str) -> str:

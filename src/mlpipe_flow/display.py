@@ -1,17 +1,26 @@
 """Where library code reports what happens: one `emit(kind, **fields)` call per event.
 
 The only module that imports rich. Three renderings: a rich progress bar in a terminal,
-plain lines when stdout is not a terminal, JSON lines with --json.
+plain lines when stdout is not a terminal, JSON lines with --json. A check that runs long
+is never silent: in a terminal a status line under the bar names each running check with
+its seconds so far; in plain lines a check's start is a line, and while checks run a
+"still running" line follows whenever nothing was written for `every_s` seconds.
+
+Events come from one thread at a time (the gate hands its workers' `check_started` to the
+thread that runs the gate); the plain display's own timer shares its stream under a lock.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 WIDTH = 79
+STILL_RUNNING_EVERY_S = 15.0
 STATUS_WORD = {"passed": "Passed", "failed": "Failed", "error": "Error", "skipped": "Skipped"}
 
 
@@ -48,6 +57,27 @@ class JsonDisplay(NullDisplay):
         self.stream.flush()
 
 
+class RunningChecks:
+    """The checks of the gate under way that started and have not finished, with when."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+
+    def update(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "check_started":
+            self.started[fields["id"]] = time.monotonic()
+        elif kind == "check":
+            self.started.pop(fields["id"], None)
+        elif kind in ("gate_started", "gate_finished"):
+            self.started.clear()
+
+    def describe(self) -> str:
+        """`api-load (12 s), drift-drill (3 s)`: the longest-running first."""
+        now = time.monotonic()
+        return ", ".join(f"{cid} ({now - t:.0f} s)"
+                         for cid, t in sorted(self.started.items(), key=lambda kv: kv[1]))
+
+
 def check_line(name: str, status: str, width: int = WIDTH) -> str:
     word = STATUS_WORD.get(status, status)
     dots = "." * max(3, width - len(name) - len(word))
@@ -74,13 +104,23 @@ def render_lines(kind: str, f: dict[str, Any]) -> list[str]:
                 f"ML problem: {f['problem']}"]
     if kind == "data_staged":
         return [f"data: {f['source']} -> {f['dest']}"]
-    if kind == "patterns":
-        return [f"memory: {len(f['items'])} similar past pattern(s): "
-                + "; ".join(i["title"] for i in f["items"][:5])] if f.get("items") else []
+    if kind == "patterns":  # one item per phase and title (memory.pattern_summary); all listed
+        items = f.get("items") or []
+        if not items:
+            return []
+        runs = {r for i in items for r in i.get("run_ids", [i.get("run_id")])}
+        listed = "; ".join(f"{i['phase']} {i['title']}"
+                           + (f" (x{i['excerpts']})" if i.get("excerpts", 1) > 1 else "")
+                           for i in items)
+        return [f"memory: {sum(i.get('excerpts', 1) for i in items)} excerpt(s) from {len(runs)} "
+                f"similar past run(s): {listed}"]
     if kind == "phase_started":
         return ["", f"== {f['phase']}: {f['name']} ({f['progress_start']}-{f['progress_end']}%)"]
+    if kind == "phase_rechecking":
+        return ["", f"== {f['phase']}: {f['name']} ({f['progress_start']}-{f['progress_end']}%): "
+                "passed before; checking its gate again"]
     if kind == "phase_skipped":
-        return [f"== {f['phase']}: skipped ({f['reason']})"]
+        return [f"== {f['phase']}: skipped ({f['reason']}): progress {f['progress']}%"]
     if kind == "attempt_started":
         what = "repair attempt" if f.get("repair") else "attempt"
         return [f"-> {what} {f['attempt']}/{f['max_attempts']}: dispatching to {f['runner']}"]
@@ -90,6 +130,8 @@ def render_lines(kind: str, f: dict[str, Any]) -> list[str]:
                 f.get("tokens_out") else "")
         return [f"   agent: {f['status']} in {f['duration_s']:.1f}s{toks}{cost}"
                 + (f" - {f['message']}" if f.get("message") and f["status"] != "ok" else "")]
+    if kind == "check_started":
+        return [f"   running: {f['id']}"]
     if kind == "check":
         lines = [check_line(f.get("name") or f["id"], f["status"])]
         if f["status"] in ("passed", "skipped") and f.get("message"):
@@ -112,52 +154,108 @@ def render_lines(kind: str, f: dict[str, Any]) -> list[str]:
 
 
 class PlainDisplay(NullDisplay):
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, every_s: float = STILL_RUNNING_EVERY_S) -> None:
         self.stream = stream or sys.stdout
+        self.every_s = every_s
+        self.running = RunningChecks()
+        self.lock = threading.Lock()
+        self.last_write = time.monotonic()
+        self.stopped = threading.Event()
+        self.timer: threading.Thread | None = None
 
     def emit(self, kind: str, **fields: Any) -> None:
-        for line in render_lines(kind, fields):
+        with self.lock:
+            self.running.update(kind, fields)
+            self.write(render_lines(kind, fields))
+            if self.running.started and self.timer is None:
+                self.timer = threading.Thread(target=self.still_running, name="mlpipe-still-running",
+                                              daemon=True)
+                self.timer.start()
+
+    def write(self, lines: list[str]) -> None:
+        for line in lines:
             self.stream.write(line + "\n")
         self.stream.flush()
+        if lines:
+            self.last_write = time.monotonic()
+
+    def still_running(self) -> None:
+        """While checks run, a line whenever the log has not moved for `every_s` seconds."""
+        while not self.stopped.wait(min(1.0, self.every_s / 4)):
+            with self.lock:
+                if self.running.started and time.monotonic() - self.last_write >= self.every_s:
+                    self.write([f"   still running: {self.running.describe()}"])
+
+    def close(self) -> None:
+        self.stopped.set()
+        if self.timer is not None:
+            self.timer.join()
+
+
+class RunningLine:
+    """The live status line: `running api-load (12 s), drift-drill (3 s)…`, redrawn with the
+    seconds counting at every refresh; nothing at all while no check runs."""
+
+    def __init__(self, running: RunningChecks) -> None:
+        self.running = running
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.text import Text
+
+        if not self.running.started:
+            return Group()
+        return Text(f"running {self.running.describe()}…", style="cyan")
 
 
 class RichDisplay(NullDisplay):
-    """A progress bar that moves only when a gate passes, with check lines printed above it."""
+    """A progress bar that moves only when a gate passes (`bar=False`: none, for `mlpipe
+    gate`), the running checks under it, and the check lines printed above."""
 
-    def __init__(self) -> None:
-        from rich.console import Console
+    def __init__(self, bar: bool = True) -> None:
+        from rich.console import Console, Group
+        from rich.live import Live
         from rich.progress import BarColumn, Progress, TextColumn
 
         self.console = Console()
+        self.running = RunningChecks()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.completed:>3.0f}%"), console=self.console)
         self.task = self.progress.add_task("mlpipe", total=100)
-        self.progress.start()
+        shown = [self.progress] if bar else []
+        self.live = Live(Group(*shown, RunningLine(self.running)), console=self.console,
+                         refresh_per_second=4)
+        self.live.start()
 
     def emit(self, kind: str, **fields: Any) -> None:
         from rich.markup import escape
 
+        self.running.update(kind, fields)
         colour = {"Passed": "green", "Failed": "red", "Error": "red", "Skipped": "yellow"}
-        for line in render_lines(kind, fields):
+        lines = [] if kind == "check_started" else render_lines(kind, fields)  # on the status line
+        for line in lines:
             word = next((w for w in colour if kind == "check" and line.endswith(w)), None)
             if word:
                 line = escape(line[: -len(word)]) + f"[{colour[word]}]{word}[/]"
             else:
                 line = escape(line)
-            self.progress.console.print(line, highlight=False)
-        if kind == "phase_started":
+            self.console.print(line, highlight=False)
+        if kind in ("phase_started", "phase_rechecking"):
             self.progress.update(self.task, description=f"{fields['phase']}: {fields['name']}")
-        if kind in ("phase_passed", "phase_skipped", "run_started"):
-            self.progress.update(self.task, completed=fields.get("progress", 0))
+        if kind in ("phase_started", "phase_passed", "phase_skipped", "run_started") and \
+                "progress" in fields:
+            self.progress.update(self.task, completed=fields["progress"])
+        if kind in ("check_started", "check"):
+            self.live.refresh()
 
     def close(self) -> None:
-        self.progress.stop()
+        self.live.stop()
 
 
-def make_display(json_lines: bool = False, stream: TextIO | None = None) -> Display:
+def make_display(json_lines: bool = False, stream: TextIO | None = None, bar: bool = True) -> Display:
     stream = stream or sys.stdout
     if json_lines:
         return JsonDisplay(stream)
     if stream.isatty():
-        return RichDisplay()
+        return RichDisplay(bar=bar)
     return PlainDisplay(stream)

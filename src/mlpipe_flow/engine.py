@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_flow import data as data_mod
+from mlpipe_flow import preflight
 from mlpipe_flow import records as records_mod
 from mlpipe_flow.config import CONFIG_FILE, Config
+from mlpipe_flow.contract import contract_context
 from mlpipe_flow.display import Display
 from mlpipe_flow.errors import MlpipeError, RunFailed, StateError, UsageError
 from mlpipe_flow.gate import run_gate
 from mlpipe_flow.integrity import Guard, tamper_report
-from mlpipe_flow.memory import NullMemory, open_run_memory
+from mlpipe_flow.memory import NullMemory, open_run_memory, pattern_summary
 from mlpipe_flow.models import GateReport, Phase
 from mlpipe_flow.records import RunRecords
 from mlpipe_flow.runners import AgentResult, AgentTask, Runner, make_runner
@@ -38,6 +40,7 @@ from mlpipe_flow.state import (
     workspace_lock,
 )
 from mlpipe_flow.templating import render
+from mlpipe_flow.toolbox import importable
 from mlpipe_flow.workflow import Workflow, workflow_ref
 
 REPAIR_TEMPLATE = "repair.j2"
@@ -86,11 +89,19 @@ class Engine:
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> RunState:
+        # checked before anything is created, staged or recorded (preflight.py)
+        preflight.check_problem(self.opts.problem)
+        preflight.check_python(self.config)
         self.settle_data()
+        if self.opts.data and not data_mod.is_url(self.opts.data):
+            preflight.check_table(self.opts.data, self.opts.target)
         selected = self.select_phases()
+        self.runner = make_runner(self.config.runner, self.config)
+        self.state = self.load_or_create_state()  # in memory only: a resume is checked here
+        for phase in selected:  # a bad template fails here, before anything is spent
+            self.render_prompt(phase, None)
         ensure_writable(self.ws)
         records_mod.ensure_root()  # the evidence gates judge against must be keepable
-        self.runner = make_runner(self.config.runner, self.config)
         self.memory = open_run_memory(self.config.memory, self.display)
         with workspace_lock(self.ws), self.remembered():
             state = self.state = self.load_or_create_state()
@@ -100,17 +111,13 @@ class Engine:
                 raise data_mod.missing_staged(self.ws, d)
             self.check_prerequisites(selected)
             self.recall_patterns(selected)
-            for phase in selected:  # a bad template fails here, before anything is spent
-                self.render_prompt(phase, None)
             self.display.emit("run_started", run_id=state.run_id, problem=state.problem,
                               workspace=str(self.ws), runner=self.config.runner,
                               resumed=any(p.attempts for p in state.phases), progress=state.progress,
                               phases=[p.id for p in selected])
             self.memory.start_run(state, self.ws)
             self.recorded = True
-            self.display.emit("patterns", items=[
-                {"phase": ph, "title": p["title"], "problem": p["problem"], "run_id": p["run_id"]}
-                for ph, items in self.patterns.items() for p in items])
+            self.display.emit("patterns", items=pattern_summary(self.patterns))
             if self.opts.data:
                 state.data = data_mod.stage(self.ws, self.opts.data)
                 self.record_raw(state.data)
@@ -165,7 +172,7 @@ class Engine:
         self.store.save(self.state)
         self.display.emit("phase_started", phase=phase.id, name=phase.name,
                           progress_start=phase.progress_start, progress_end=phase.progress_end,
-                          max_attempts=max_attempts)
+                          max_attempts=max_attempts, progress=self.state.progress)
         report: GateReport | None = None
         previous: list[tuple[str, str, str]] | None = None
         for attempt in range(1, max_attempts + 1):
@@ -338,7 +345,9 @@ class Engine:
             self.display.emit("warning", message=f"{phase.id}: outputs changed since it passed; "
                               "running it again")
             return False
-        report = self.run_gate(phase)
+        self.display.emit("phase_rechecking", phase=phase.id, name=phase.name,
+                          progress_start=phase.progress_start, progress_end=phase.progress_end)
+        report = self.run_gate(phase)  # its check lines under the phase's header, not above it
         if not report.passed:
             self.display.emit("warning", message=f"{phase.id}: its gate no longer passes; "
                               "running it again")
@@ -473,12 +482,13 @@ class Engine:
             "spec_text": spec_text,
             "phase": phase,
             "contract": [o.model_dump() for o in phase.expected_outputs],
-            "checks": [{"id": c.id, "name": c.name} for c in self.wf.gates[phase.gate].checks],
+            **contract_context(self.wf, phase),
             "prior_outputs": prior,
             "patterns": self.patterns.get(phase.id, []),
             "repair": None,
             "data_preview": self.data_preview(),
             "workspace": str(self.ws),
+            "toolbox": importable(self.config.python),
         }
 
     def data_preview(self, lines: int = 6) -> str | None:

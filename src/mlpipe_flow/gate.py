@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
 import tempfile
 import time
@@ -93,21 +94,40 @@ def run_gate(
     started = time.monotonic()
     display.emit("gate_started", phase=phase.id, gate=phase.gate, checks=len(checks))
 
+    # a worker says when its check starts; the thread running the gate shows it (displays are
+    # called from one thread), woken by each start and each finish (None)
+    news: queue.SimpleQueue[CheckSpec | None] = queue.SimpleQueue()
+
     def one(spec: CheckSpec) -> CheckResult:
+        news.put(spec)
         ctx = CheckContext(workspace=workspace, phase=phase.id, timeout_s=spec.timeout_s,
                            data=dict(data or {}), run_id=run_id)
         if python:
             ctx.python = python
         return run_check(spec, ctx)
 
+    def wait_for(future: Future[CheckResult]) -> CheckResult:
+        """The check's result, showing every check that starts meanwhile."""
+        while not future.done() or not news.empty():
+            spec = news.get()
+            if spec is not None:
+                display.emit("check_started", phase=phase.id, id=spec.id, name=spec.name,
+                             timeout_s=spec.timeout_s)
+        return future.result()
+
     workers = jobs or min(4, os.cpu_count() or 1)
     results: list[CheckResult] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlpipe-check") as pool:
         pending: list[Future[CheckResult]] = []
 
+        def submit(spec: CheckSpec) -> None:
+            future = pool.submit(one, spec)
+            future.add_done_callback(lambda _: news.put(None))
+            pending.append(future)
+
         def drain() -> None:  # show finished checks in gate order
             while pending:
-                res = pending.pop(0).result()
+                res = wait_for(pending.pop(0))
                 results.append(res)
                 display.emit("check", phase=phase.id, **res.model_dump())
 
@@ -115,10 +135,10 @@ def run_gate(
             kind = CHECKS.get(spec.kind)
             if kind is not None and kind.exclusive:
                 drain()
-                pending.append(pool.submit(one, spec))
+                submit(spec)
                 drain()
             else:
-                pending.append(pool.submit(one, spec))
+                submit(spec)
         drain()
     passed = all(r.status in ("passed", "skipped") for r in results)
     report = GateReport(phase=phase.id, gate=phase.gate, passed=passed, checks=results,

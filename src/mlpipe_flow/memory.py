@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from mlpipe_flow.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "memory.db"
 CHARS_PER_TOKEN = 4
 PATTERN_TOKEN_CAP = 1500  # per phase prompt
@@ -68,6 +68,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE VIRTUAL TABLE patterns_fts USING fts5(problem, phase, title, text, "
         "tokenize = 'porter unicode61')",
     ],
+    # the agent's turns per attempt (what `mlpipe plan` estimates a phase from)
+    ["ALTER TABLE attempts ADD COLUMN turns INTEGER NOT NULL DEFAULT 0"],
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 # user:password@ in any URL an excerpt quotes (a database URL in a config file, say)
@@ -252,6 +254,20 @@ class MemoryDB:
                 break
         return out
 
+    def phase_usage(self, phase: str, limit: int = 20) -> list[dict[str, Any]]:
+        """What the phase took in each of its last `limit` past runs that recorded usage (all
+        attempts of the phase in that run summed; runners that report no tokens, such as the
+        built-in agent, say nothing about what an LLM costs and are left out)."""
+        rows = self.conn.execute(
+            "SELECT run_id, COUNT(*) AS attempts, SUM(turns) AS turns, SUM(tokens_in) AS tokens_in, "
+            "SUM(tokens_out) AS tokens_out, SUM(cache_read_tokens) AS cache_read_tokens, "
+            "SUM(cache_write_tokens) AS cache_write_tokens, SUM(cost_usd) AS cost_usd, "
+            "MAX(runner) AS runner, MAX(model) AS model, MAX(started) AS last FROM attempts "
+            "WHERE phase = ? GROUP BY run_id "
+            "HAVING SUM(tokens_in + tokens_out + cache_read_tokens + cache_write_tokens) > 0 "
+            "ORDER BY last DESC, run_id LIMIT ?", (phase, limit)).fetchall()
+        return [dict(r) for r in rows]
+
     def search_patterns(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Free-text search over problem, phase, title and text (bm25)."""
         q = fts_query(query, stopwords=frozenset())
@@ -324,6 +340,22 @@ def _why(e: BaseException) -> str:
     if isinstance(e, OSError):
         return e.strerror or str(e)
     return str(e)
+
+
+def pattern_summary(by_phase: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """What memory put into the prompts, one entry per phase and title (the same excerpt title
+    from three past runs is one entry that counts three excerpts, not three listed titles)."""
+    out: list[dict[str, Any]] = []
+    for phase, items in by_phase.items():
+        groups: dict[str, dict[str, Any]] = {}
+        for p in items:
+            g = groups.setdefault(p["title"], {"phase": phase, "title": p["title"], "problem": p["problem"],
+                                               "run_id": p["run_id"], "excerpts": 0, "run_ids": []})
+            g["excerpts"] += 1
+            if p["run_id"] not in g["run_ids"]:
+                g["run_ids"].append(p["run_id"])
+        out += groups.values()
+    return out
 
 
 def read_excerpts(workspace: Path, excerpts: list[Any]) -> list[tuple[str, str]]:
@@ -429,6 +461,7 @@ class RunMemory(NullMemory):
             "tokens_in": result.tokens_in, "tokens_out": result.tokens_out,
             "cache_read_tokens": result.cache_read_tokens, "cache_write_tokens": result.cache_write_tokens,
             "cost_usd": result.cost_usd, "duration_s": result.duration_s, "agent_status": result.status,
+            "turns": getattr(result, "turns", 0),
             "gate_passed": None if report is None else int(report.passed), "gate_evidence": evidence,
             "run_dir": str(run_dir),
         }

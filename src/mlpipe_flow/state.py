@@ -191,6 +191,37 @@ def workspace_lock(workspace: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def run_in_progress(workspace: Path) -> bool:
+    """Whether an mlpipe run holds the workspace's lock now (the OS drops it when that process
+    dies, so a state that says "running" with no holder is a run that was killed)."""
+    path = workspace / ".mlpipe" / "lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock at once
+    return False
+
+
+def as_observed(state: RunState, workspace: Path) -> RunState:
+    """The state as `mlpipe status` reports it: a run recorded as running whose process is gone
+    is `interrupted`, and so is the phase it was in."""
+    if state.status != "running" or run_in_progress(workspace):
+        return state
+    seen = state.model_copy(deep=True)
+    seen.status = "interrupted"
+    for rec in seen.phases:
+        if rec.status == "running":
+            rec.status = "interrupted"
+            rec.reason = "the run was stopped while this phase ran; `mlpipe run` resumes it"
+    return seen
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """A blocking exclusive lock on `path` (created with its folder); the OS drops it if the

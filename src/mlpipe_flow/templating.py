@@ -12,7 +12,7 @@ from mlpipe_flow.errors import ConfigError
 def environment(prompts_dir: Path) -> Any:
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(prompts_dir)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -20,6 +20,10 @@ def environment(prompts_dir: Path) -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # numbers from the gates, written the way the rules write them: {{ x | num }} -> 0.05, 1,000
+    env.filters["num"] = lambda v: f"{v:,g}"
+    env.filters["pct"] = lambda v: f"{v:.0%}"
+    return env
 
 
 def render(prompts_dir: Path, name: str, context: dict[str, Any]) -> str:

@@ -136,7 +136,7 @@ def load_workflow(root: Path | None = None, *, only_phase: str | None = None) ->
 
 
 def load_gate(path: Path, source: Path | None = None, *, params: bool = True) -> Gate:
-    from mlpipe_flow.checks import validate_kind, validate_params
+    from mlpipe_flow.checks import format_name, validate_kind, validate_params
 
     if not path.is_file():
         where = f"{source}: field 'gate': " if source else ""
@@ -147,6 +147,7 @@ def load_gate(path: Path, source: Path | None = None, *, params: bool = True) ->
         if check.id in seen:
             raise ConfigError(f"{path}: checks.{i}.id: '{check.id}' is used twice")
         seen.add(check.id)
+        check.name = format_name(path, i, check)
         if params:
             validate_params(path, i, check)
         else:

@@ -163,4 +163,29 @@ def validate_params(path: Path, index: int, check: CheckSpec) -> BaseModel:
             describe_validation_error(path, e, kind.params, loc_prefix=f"checks.{index}.params.")
         ) from None
 
-__all__ = ["CHECKS", "CheckContext", "CheckKind", "result", "validate_kind", "validate_params"]
+def rule(check: CheckSpec) -> str:
+    """What a check measures and the numbers it holds the workspace to, in the words the prompt
+    shows the agent: its params model's `describe()`, from the gate's validated params, so that
+    the prompt and the gate state one contract (tests/test_contract.py renders every phase)."""
+    params = CHECKS[check.kind].params.model_validate(check.params)
+    describe = getattr(params, "describe", None)
+    if describe is None:
+        raise ConfigError(f"check kind '{check.kind}' has no describe() on its params model")
+    return str(describe())
+
+
+def format_name(path: Path, index: int, check: CheckSpec) -> str:
+    """A check's name with `{param}` fields filled from its YAML params (`{min_margin:.0%}`), so a
+    number in a name is the number the check uses."""
+    try:
+        return check.name.format_map(check.params)
+    except KeyError as e:
+        raise ConfigError(f"{path}: checks.{index}.name: {{{e.args[0]}}} names no param of "
+                          f"this check (params: {', '.join(sorted(check.params)) or 'none'}); "
+                          "write literal braces as {{ and }}") from None
+    except (ValueError, IndexError, TypeError) as e:
+        raise ConfigError(f"{path}: checks.{index}.name: bad format field ({e})") from None
+
+
+__all__ = ["CHECKS", "CheckContext", "CheckKind", "format_name", "result", "rule",
+           "validate_kind", "validate_params"]

@@ -52,6 +52,31 @@ class DagParams(BaseModel):
     require_schedule: bool = True
     require_retries: bool = True
 
+    def describe(self) -> str:
+        return dag_rule(self.path, self.order, self.require_schedule, self.require_retries)
+
+
+def dag_rule(path: str, order: list[str], require_schedule: bool, require_retries: bool,
+             schedule: str = "a literal schedule") -> str:
+    """The rule of both DAG checks, as the prompts state it."""
+    steps = " -> ".join(f"`{t}`" for t in order)
+    needs = []
+    if require_schedule:
+        needs.append(f"{schedule}, passed as `schedule=` (Airflow 3; `schedule_interval` fails)")
+    if require_retries:
+        needs.append("retries on each task of the path (in default_args or on the task)")
+    return (f"the gate imports `{path}` as Airflow does (Airflow's DagBag when Airflow is "
+            "installed, else mlpipe's recording stand-in of Airflow 3's API) from a scratch copy "
+            "of the workspace; only what the import builds counts. It needs tasks whose ids "
+            f"contain {steps}, on one dependency path in that order (no cycle, no trigger rule "
+            "that runs after a failure)"
+            + "".join(f", {n}" for n in needs)
+            + ". Each task on the path runs its own workspace code outside airflow_dags/: a "
+            "Bash task runs a workspace script or module (a relative path, with `cwd=` or a "
+            "`cd`) without swallowing its failure (no `|| true`, no `;` without `set -e`, no "
+            "`&`); a Python task calls a workspace function that does more than print, log or "
+            "sleep; an EmptyOperator runs nothing.")
+
 
 class CtDagParams(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -42,11 +42,21 @@ def _number(v: str) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _files(paths: list[str]) -> str:
+    return ", ".join(f"`{p}`" for p in paths)
+
+
 class SplitsSchemaParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_path: str = "data_quality/schema.json"
     splits: list[str] = Field(default_factory=lambda: list(SPLITS))
     min_compliance: float = Field(default=1.0, ge=0, le=1, description="share of valid cells")
+
+    def describe(self) -> str:
+        return (f"the gate reads every cell of {_files(self.splits)} itself and validates it "
+                f"against `{self.schema_path}` (each column's type, range, allowed categories "
+                f"and nullability); at least {self.min_compliance:.0%} of the cells must comply, "
+                "and every schema column must be in the splits.")
 
 
 def splits_schema(ctx: CheckContext, params: SplitsSchemaParams) -> CheckResult:
@@ -149,6 +159,10 @@ class CompletenessParams(BaseModel):
     splits: list[str] = Field(default_factory=lambda: list(SPLITS))
     min_completeness: float = Field(default=0.95, ge=0, le=1)
 
+    def describe(self) -> str:
+        return (f"the share of non-missing cells (not empty, not NA/NaN/null) over all cells of "
+                f"{_files(self.splits)} must be above {self.min_completeness:.0%}.")
+
 
 def splits_completeness(ctx: CheckContext, params: CompletenessParams) -> CheckResult:
     cells = empty = 0
@@ -185,6 +199,17 @@ class SchemaFitsParams(BaseModel):
                                      "distinct values than this ...")
     string_min_share: float = Field(default=0.1, ge=0, le=1, description="... and this share of "
                                     "its non-missing values distinct")
+
+    def describe(self) -> str:
+        return (f"the gate compares `{self.schema_path}` with the raw data itself: every raw "
+                "value must fit the schema's ranges, categories and nullability (a column with "
+                "missing raw values must be nullable); a numeric bound may lie beyond the raw "
+                f"range by at most {self.range_slack:g} times the larger of the range's width, "
+                "its largest magnitude and 1 (no bounds that admit anything); a categorical "
+                f"column may list at most {self.extra_categories} categories (or 10% of the "
+                "observed ones, if more) that the raw data lacks; a `string` (free-text) column "
+                f"needs more than {self.string_min_distinct} distinct values and at least "
+                f"{self.string_min_share:.0%} of its non-missing values distinct.")
 
 
 def schema_fits_data(ctx: CheckContext, params: SchemaFitsParams) -> CheckResult:

@@ -18,6 +18,23 @@ class ExistsParams(BaseModel):
     any_of: bool = Field(default=False, description="one of the paths is enough")
     non_empty: bool = Field(default=True, description="files must have content, folders a file")
 
+    def describe(self) -> str:
+        def one(rel: str) -> str:
+            if not self.non_empty:
+                return f"`{rel}`"
+            if rel.endswith("/"):
+                return f"`{rel}` (a folder holding at least one file)"
+            if any(ch in rel for ch in "*?["):
+                return f"`{rel}` (at least one matching file)"
+            return f"`{rel}` (not empty)"
+
+        listed = [one(p) for p in self.paths]
+        if len(listed) == 1:
+            return f"{listed[0]} exists in the workspace."
+        joined = "; ".join(listed)
+        return (f"one of these exists: {joined}." if self.any_of
+                else f"each of these exists: {joined}.")
+
 
 def _present(ws: Path, rel: str, non_empty: bool) -> bool:
     p = ws / rel.rstrip("/")
@@ -46,6 +63,12 @@ class PatternParams(BaseModel):
     regex: str
     ignore_case: bool = True
     require: Literal["any", "all"] = "any"
+
+    def describe(self) -> str:
+        where = ", ".join(f"`{f}`" for f in self.files)
+        which = "at least one of the files" if self.require == "any" else "every file"
+        case = ", ignoring case" if self.ignore_case else ""
+        return (f"{which} matching {where} contains the regular expression `{self.regex}`{case}.")
 
 
 def pattern(ctx: CheckContext, params: PatternParams) -> CheckResult:

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.checks.model_checks import cv_claim_problems
-from mlpipe_flow.checks.model_measure import ScoreInputs, measure, score_tolerance
+from mlpipe_flow.checks.model_measure import ScoreInputs, measure, score_tolerance, tolerance_rule
 from mlpipe_flow.models import CheckResult
 from mlpipe_flow.state import file_sha256
 
@@ -34,6 +34,19 @@ class MlflowRunsParams(ScoreInputs):
     results: str = "experiments/results.json"
     min_runs: int = Field(default=4, ge=1)
     tolerance: float = Field(default=0.01, ge=0, description="score tolerance, as reported-score")
+
+    def describe(self) -> str:
+        return (f"the gate reads the MLflow SQLite store `{self.db}` itself. Every model of "
+                f"`{self.results}` names its own run (`mlflow_run_id`): an active, FINISHED, "
+                "top-level run (not nested under another run) that logged metrics equal to the "
+                "model's `cv_mean` and `cv_std` (to 1e-6, or to the digits the file states); the "
+                "best model's run also logged its `test_score` and the saved model file itself "
+                f"(a file with the sha256 of `{self.model}` among its artifacts), and the "
+                "parameters it logged are the saved estimator's. Only active top-level runs "
+                f"count, and there must be at least {self.min_runs} of them (one per model; "
+                "nested tuning trials do not count). The best model's numbers are compared with "
+                f"the gate's measurement: its test score within {tolerance_rule(self.tolerance)}, its "
+                "CV mean and std as in `cv-stability`.")
 
 
 def _close(reported: Any, logged: float) -> bool:

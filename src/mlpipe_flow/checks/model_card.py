@@ -32,7 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.checks.model_checks import cv_claim_problems
-from mlpipe_flow.checks.model_measure import ScoreInputs, measure, score_tolerance, unit
+from mlpipe_flow.checks.model_measure import (
+    ScoreInputs,
+    measure,
+    score_tolerance,
+    tolerance_rule,
+    unit,
+)
 from mlpipe_flow.models import CheckResult
 from mlpipe_flow.spec import margin
 
@@ -94,6 +100,13 @@ class ModelCardParams(BaseModel):
     glob: str = "model_cards/*.md"
     sections: list[str] = Field(default_factory=lambda: list(SECTIONS))
     min_words: int = Field(default=20, ge=0, description="words of text each section needs")
+
+    def describe(self) -> str:
+        return (f"a model card `{self.glob}` has a heading for each of "
+                + ", ".join(self.sections) + f", each with at least {self.min_words} words of its "
+                "own: no TODO/TBD/lorem/placeholder text, no sentence repeated across sections, "
+                "not a few words repeated; Metrics names the spec's primary metric and Fairness "
+                "names each of the spec's `group_columns`.")
 
 
 @dataclass
@@ -243,6 +256,26 @@ class CardClaimsParams(ScoreInputs):
     tolerance: float = Field(default=0.01, ge=0, description="as reported-score")
     min_margin: float = Field(default=0.10, description="the beats-baseline threshold")
     max_std: float = Field(default=0.05, description="the cv-stability threshold")
+
+    def describe(self) -> str:
+        return ("every decimal number or percentage in the Metrics and Fairness sections (and any "
+                "section about performance or results), and any such number on a line that names "
+                "a metric, is a claim checked against the gate's own measurement of the saved "
+                f"model, within {tolerance_rule(self.tolerance)} plus the rounding of the digits you "
+                "state: the test score of the metric the line names (every metric the gate "
+                "computes: classification roc_auc, average_precision, log_loss, brier, accuracy, "
+                "balanced_accuracy, f1_macro, f1, precision, recall — of the positive class, macro "
+                "averages for multiclass; regression rmse, mae, r2, mape), the gate's baseline "
+                "(and the other usual dummy), the margin, the cross-validation mean and std (yours "
+                "from the results file when they agree with the gate's), per-group values, and the "
+                f"thresholds (the spec's `metric_threshold`, the margin {self.min_margin:.0%}, the "
+                f"CV std {self.max_std:g}, the tolerance {self.tolerance:g}). Words on the line "
+                "narrow what a number may match ('test', 'baseline', 'CV'/'fold', 'margin', a "
+                "group's row). For each `group_columns` entry of the spec the card holds a table "
+                "naming the column in its header or the line above, one row per group (its value "
+                f"in the first cell; groups with at least {MIN_GROUP_ROWS} test rows) with the "
+                "primary metric on that group's test rows. A fairness audit, parity or \"no bias\" "
+                "claimed without such a table fails.")
 
 
 def model_card_claims(ctx: CheckContext, params: CardClaimsParams) -> CheckResult:

@@ -22,7 +22,20 @@ from typing import Any
 from pydantic import Field
 
 from mlpipe_flow.checks.base import CheckContext, result
-from mlpipe_flow.checks.model_measure import ScoreInputs, goodness, measure, score_tolerance, unit
+from mlpipe_flow.checks.model_measure import (
+    IMPORTANCE_REPEATS,
+    IMPORTANCE_ROWS,
+    ScoreInputs,
+    baseline_rule,
+    cv_rule,
+    goodness,
+    margin_rule,
+    measure,
+    score_tolerance,
+    scored_rule,
+    tolerance_rule,
+    unit,
+)
 from mlpipe_flow.models import CheckResult
 from mlpipe_flow.spec import LOWER_IS_BETTER, margin, margin_formula
 
@@ -40,6 +53,10 @@ def _cannot(params: ScoreInputs, s: dict[str, Any]) -> CheckResult:
 
 class BeatsBaselineParams(ScoreInputs):
     min_margin: float = Field(default=0.10, description="required margin over the baseline")
+
+    def describe(self) -> str:
+        return (f"{scored_rule(self)} and compares it with {baseline_rule()}; "
+                f"{margin_rule()}; it must be above {self.min_margin:.0%}.")
 
 
 def model_beats_baseline(ctx: CheckContext, params: BeatsBaselineParams) -> CheckResult:
@@ -65,6 +82,11 @@ class ReportedScoreParams(ScoreInputs):
     key: str = "test_score"
     tolerance: float = Field(default=0.01, ge=0,
                              description="allowed |reported - measured| / max(1, |measured|)")
+
+    def describe(self) -> str:
+        files = " and ".join(f"`{r}`" for r in self.reports)
+        return (f"{scored_rule(self)}; the `{self.key}` in {files} must equal that measurement "
+                f"within {tolerance_rule(self.tolerance)}.")
 
 
 def reported_score_matches(ctx: CheckContext, params: ReportedScoreParams) -> CheckResult:
@@ -98,6 +120,18 @@ class RefitParams(ScoreInputs):
     match_ratio: float = Field(default=0.5, gt=0, lt=1, description=(
         "a saved model this many times closer to the refit that saw the test split than to "
         "the honest refits was trained on it"))
+
+    def describe(self) -> str:
+        return ("the saved model must be refittable (`clone(model).fit(X, y)` on the raw feature "
+                "columns trains it as you did) and must not have learnt from the test split. "
+                "The gate fits clones on train+valid, on train and on train+valid+test and "
+                f"scores each on `{self.test}`. It fails when the saved model's test outputs are "
+                f"closer to the clone that saw the test split than {self.match_ratio:g} times "
+                "their distance to the nearest honest clone; when the saved model scores above "
+                f"the train+valid clone by more than {tolerance_rule(self.tolerance)} (or 3 "
+                "bootstrap standard errors of the paired difference, if larger); or when its test "
+                f"score lies more than {self.max_se:g} standard errors above the mean of "
+                f"{cv_rule()}.")
 
 
 def model_refit(ctx: CheckContext, params: RefitParams) -> CheckResult:
@@ -173,6 +207,17 @@ class CvStabilityParams(ScoreInputs):
     max_std: float = Field(default=0.05, gt=0)
     min_folds: int = Field(default=3, ge=2)
     min_models: int = Field(default=4, ge=1, description="baseline + model families")
+
+    def describe(self) -> str:
+        return (f"`{self.results}` lists at least {self.min_models} models (the dummy baseline "
+                f"and the model families), the best with at least {self.min_folds} fold scores "
+                "`cv_scores` whose mean and population std (`numpy.std`) are its `cv_mean` and "
+                f"`cv_std`. From {cv_rule()}: the std of its fold scores must be below "
+                f"{self.max_std:g} (for rmse and mae divided by the standard deviation of the "
+                "target on train+valid, so it is unit-free); your reported mean must lie within "
+                f"3.29 standard errors + {CV_MEAN_SLACK:g} (x the target's std for rmse/mae) of "
+                "the gate's mean, and your reported spread must be one cross-validation can give "
+                f"(an F-test at p = {CV_P_VALUE:g}: fold scores made up to look stable fail).")
 
 
 def cv_claim_problems(s: dict[str, Any], who: str, mean_r: float, std_r: float,
@@ -293,6 +338,14 @@ class ImportanceParams(ScoreInputs):
                                                     "be among the file's top k")
     z: float = Field(default=3.0, gt=0, description="a pair is ordered with confidence when "
                                                     "its importances differ by z standard errors")
+
+    def describe(self) -> str:
+        return (f"`{self.folder}/feature_importance.json` ranks every raw feature column; the gate "
+                "computes permutation importance of the raw columns itself (its own sample of "
+                f"up to {IMPORTANCE_ROWS:,} test rows and seed, {IMPORTANCE_REPEATS} repeats): its "
+                f"most important feature must be in your top {self.top_k}, and at least "
+                f"{self.min_concordance:.0%} of the feature pairs it orders with confidence "
+                f"(importances {self.z:g} standard errors apart) must be in your order.")
 
 
 def feature_importance(ctx: CheckContext, params: ImportanceParams) -> CheckResult:

@@ -36,7 +36,7 @@ import json
 import math
 import secrets
 import statistics
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +66,44 @@ class ScoreInputs(BaseModel):
     test: str = "data/splits/test.csv"
     spec: str = "ml-spec.yaml"
     score_timeout_s: float = Field(default=540, gt=0)
+
+    #: numbers of the gate's own machinery that bind nothing the agent makes
+    UNSTATED: ClassVar[frozenset[str]] = frozenset({"score_timeout_s"})
+
+
+def scored_rule(p: ScoreInputs) -> str:
+    """How the gate scores the saved model, the same for every phase-3 check."""
+    return (f"the gate loads `{p.model}` with joblib and scores it itself on `{p.test}` with the "
+            f"primary metric of `{p.spec}`")
+
+
+def tolerance_rule(tolerance: float) -> str:
+    """The one definition of a reported score's tolerance (score_tolerance)."""
+    return (f"{tolerance:g} x max(1, |measured|) (an absolute {tolerance:g} for a score in "
+            f"[-1, 1], {tolerance:.0%} of the score above that: an RMSE of 57.3 may be off by "
+            f"{57.3 * tolerance:.3g})")
+
+
+def baseline_rule() -> str:
+    """The one definition of the gate's baseline (_baseline)."""
+    proba = ", ".join(sorted(metrics.PROBA_METRICS))
+    return ("the gate's own baseline, a scikit-learn dummy fitted on the train split "
+            "(`DummyRegressor(strategy=\"mean\")` for a regression, "
+            f"`DummyClassifier(strategy=\"prior\")` when the primary metric scores probabilities: "
+            f"{proba}; `DummyClassifier(strategy=\"most_frequent\")` for the other "
+            "classification metrics)")
+
+
+def margin_rule() -> str:
+    return ("the margin is (m - b) / (1 - b) for scores (roc_auc, accuracy, r2, ...) and "
+            "(b - m) / b for errors (rmse, mae, mape, log_loss), m the model's and b the "
+            "baseline's test score")
+
+
+def cv_rule() -> str:
+    return (f"the gate's own {CV_REPEATS}x{CV_FOLDS}-fold cross-validation of a clone "
+            "(`sklearn.base.clone`) of the saved model on train+valid, with folds and a seed "
+            f"drawn at gate time (a random sample of {MAX_CV_ROWS:,} rows when larger)")
 
 
 def unit(metric: str, scale: float) -> float:

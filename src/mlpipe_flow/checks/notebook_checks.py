@@ -57,6 +57,21 @@ class NotebookParams(BaseModel):
     rel_tol: float = Field(default=1e-3, ge=0, description="numbers in outputs may differ by this")
     reads_data: bool = Field(default=True, description="the run must open a file under data/")
 
+    def describe(self) -> str:
+        text = (f"each notebook `{self.glob}` is valid nbformat with at least "
+                f"{self.min_code_cells} code cells"
+                + (" and saved outputs" if self.require_outputs else "") + ".")
+        if self.execute:
+            text += (" The gate runs it top to bottom in a fresh kernel of the workspace's "
+                     "interpreter (the notebook's folder as working directory, as Jupyter does) "
+                     f"with {self.cell_timeout_s:g} s per cell: no cell may fail"
+                     + (", it must read the project's data (a file under `data/`)"
+                        if self.reads_data else "")
+                     + ", and the saved outputs must match that run cell by cell (stdout and "
+                     "text results; memory addresses, dates and durations masked; numbers within "
+                     f"a relative {self.rel_tol:g}), so outputs not produced by running fail.")
+        return text
+
 
 def notebook_valid(ctx: CheckContext, params: NotebookParams) -> CheckResult:
     import nbformat

@@ -17,6 +17,12 @@ class MlSpecParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = SPEC_FILE
 
+    def describe(self) -> str:
+        return (f"`{self.path}` parses as YAML and validates against mlpipe's MlSpec model "
+                "(field names, types and allowed values as in the example above; the primary "
+                "metric must fit the problem type; a binary classification names its "
+                "positive_class; no id column or target among the feature columns).")
+
 
 def ml_spec(ctx: CheckContext, params: MlSpecParams) -> CheckResult:
     import yaml
@@ -50,6 +56,11 @@ class TargetInDataParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = SPEC_FILE
     features_too: bool = Field(default=True, description="every feature column must exist too")
+
+    def describe(self) -> str:
+        cols = "the spec's target and every feature column" if self.features_too else "the target"
+        return (f"{cols} of `{self.path}` are columns of the data source itself (the gate reads "
+                "the column names from the staged file or the database).")
 
 
 def data_columns(ctx: CheckContext, source: dict[str, object]) -> tuple[str, list[str]]:

@@ -67,6 +67,16 @@ class FromRawParams(BaseModel):
                                    "differ from its share of those rows by this fraction of them")
     min_row_slack: int = Field(default=2, ge=0, description="... or by this many rows")
 
+    def describe(self) -> str:
+        return ("every row of the splits is a row of the raw data (id, feature and target cells "
+                "compared after the same normalisation), and no raw row is used twice; the "
+                f"splits together hold at least {self.min_coverage:.0%} of the raw rows that "
+                "remain after removing exact duplicates (features + target) and rows without a "
+                "target; each split's size is its share of those rows (`splits` in "
+                "`ml-spec.yaml`, default 0.70 / 0.15 / 0.15) within "
+                f"{self.share_tolerance:.1%} of them or {self.min_row_slack} rows, whichever is "
+                "larger.")
+
 
 def splits_from_raw(ctx: CheckContext, params: FromRawParams) -> CheckResult:
     import numpy as np
@@ -163,6 +173,14 @@ class DisjointParams(BaseModel):
     digits: int = Field(default=3, ge=1, le=12, description="significant digits numbers are "
                         "rounded to for near-duplicates")
 
+    def describe(self) -> str:
+        cols = ("the spec's feature and target columns (ids excluded)" if self.columns_from_spec
+                else "every column")
+        return (f"no row is in two splits, compared on {cols}: neither exactly nor as a "
+                f"near-duplicate (numbers rounded to {self.digits} significant digits, text "
+                "trimmed and lower-cased), except near-duplicates the raw data itself holds as "
+                "distinct rows.")
+
 
 def splits_disjoint(ctx: CheckContext, params: DisjointParams) -> CheckResult:
 
@@ -256,6 +274,16 @@ class NotEasierParams(BaseModel):
                                "is below minus this (or the raw rows left out of the splits are "
                                "this many standard errors harder): an honest random split passes "
                                "with probability > 99.99%")
+
+    def describe(self) -> str:
+        judged = " and ".join(self.judged)
+        return (f"the {judged} split(s) must not be easier than a random subset of the same size: "
+                f"the gate fits its own quick model with {self.folds}-fold out-of-fold "
+                f"predictions over the splits (a sample of {self.max_rows:,} rows when larger) "
+                "and ranks each judged split's losses among all rows; it fails when that rank "
+                f"z-score is below -{self.z_threshold:g} (or the raw rows left out of the splits "
+                f"are {self.z_threshold:g} standard errors harder than those kept). An honest "
+                "random or stratified split passes with probability above 99.99%.")
 
 
 def split_not_easier(ctx: CheckContext, params: NotEasierParams) -> CheckResult:

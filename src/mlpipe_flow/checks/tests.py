@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from mlpipe_flow import proc
 from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.models import CheckResult
 
+COUNTS = ("passed", "failed", "skipped", "errors")
 SUMMARY = re.compile(r"(\d+) (passed|failed|error|errors|skipped|deselected|xfailed|xpassed)")
 Sabotage = Literal["dummy_model", "split_overlap", "split_rows_lost"]
 WHAT = {
@@ -49,23 +51,63 @@ class PytestParams(BaseModel):
     train: str = "data/splits/train.csv"
     test: str = "data/splits/test.csv"
 
+    def describe(self) -> str:
+        text = (f"the gate runs `python -m pytest -q {self.path}` from the workspace folder: it "
+                f"must exit 0 with at least {self.min_tests} passed test(s)"
+                + ("" if self.required else " (a missing file is skipped)") + ".")
+        if self.sabotage:
+            broken = "; ".join(WHAT[k][0].format(model=f"`{self.model}`", n="some",
+                                                 test=f"`{self.test}`", train=f"`{self.train}`")
+                               for k in self.sabotage)
+            text += (" Then it runs the same tests on a scratch copy of the workspace that it "
+                     f"broke on purpose ({broken}): they must fail there, so tests that cannot "
+                     "tell a broken workspace from a good one fail this check.")
+        return text
+
 
 def _run(ctx: CheckContext, folder: Path, path: str, timeout_s: float,
          first_failure: bool = False) -> tuple[Any, dict[str, int]]:
-    argv = [ctx.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ".", path]
-    if first_failure:  # on a sabotaged copy one failure is the answer
-        argv.insert(3, "-x")
-    env = proc.scrubbed_env(extra={**ctx.env, "PYTHONPATH": str(folder),
-                                   "PYTHONDONTWRITEBYTECODE": "1"})
-    res = proc.run(argv, cwd=folder, env=env, timeout_s=max(5.0, timeout_s))
-    counts: dict[str, int] = {}
-    for line in reversed(res.output.splitlines()):
-        found = SUMMARY.findall(line)
-        if found and ("passed" in line or "failed" in line or "error" in line or " in " in line):
-            for n, word in found:
-                counts["error" if word == "errors" else word] = int(n)
-            break
-    return res, counts
+    """Run pytest; the counts (passed, failed, skipped, errors) come from its JUnit XML, which
+    every verbosity writes (a workspace's `addopts = -q` makes `-q` print no summary line at
+    all), else from the summary line."""
+    with tempfile.TemporaryDirectory(prefix="mlpipe-pytest-") as tmp:
+        junit = Path(tmp) / "junit.xml"
+        argv = [ctx.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", ".",
+                f"--junitxml={junit}", path]
+        if first_failure:  # on a sabotaged copy one failure is the answer
+            argv.insert(3, "-x")
+        env = proc.scrubbed_env(extra={**ctx.env, "PYTHONPATH": str(folder),
+                                       "PYTHONDONTWRITEBYTECODE": "1"})
+        res = proc.run(argv, cwd=folder, env=env, timeout_s=max(5.0, timeout_s))
+        counts = _junit_counts(junit)
+    if counts is None:
+        counts = {}
+        for line in reversed(res.output.splitlines()):
+            found = SUMMARY.findall(line)
+            if found and ("passed" in line or "failed" in line or "error" in line or " in " in line):
+                for n, word in found:
+                    counts["errors" if word in ("error", "errors") else word] = int(n)
+                break
+    return res, {k: counts.get(k, 0) for k in COUNTS} | counts
+
+
+def _junit_counts(path: Path) -> dict[str, int] | None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    if not suites:
+        return None
+    total = {k: sum(int(s.get(k) or 0) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    return {"passed": total["tests"] - total["failures"] - total["errors"] - total["skipped"],
+            "failed": total["failures"], "skipped": total["skipped"], "errors": total["errors"]}
+
+
+def tally(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in COUNTS)
 
 
 def pytest(ctx: CheckContext, params: PytestParams) -> CheckResult:
@@ -82,13 +124,12 @@ def pytest(ctx: CheckContext, params: PytestParams) -> CheckResult:
     if not res.ok:
         tail = [ln for ln in res.output.splitlines() if ln.strip()][-15:]
         evidence["output_tail"] = tail
-        if res.returncode == 1 or counts.get("failed") or counts.get("error"):
-            return result("failed", f"{counts.get('failed', 0)} failed, {counts.get('error', 0)} "
-                          f"errors, {counts.get('passed', 0)} passed ({res.describe()})", **evidence)
+        if res.returncode == 1 or counts["failed"] or counts["errors"]:
+            return result("failed", f"{tally(counts)} ({res.describe()})", **evidence)
         return result("error", f"pytest could not run {params.path} ({res.describe()})", **evidence)
-    if counts.get("passed", 0) < params.min_tests:
-        return result("failed", f"{counts.get('passed', 0)} tests passed, expected at least "
-                      f"{params.min_tests}", **evidence)
+    if counts["passed"] < params.min_tests:
+        return result("failed", f"{counts['passed']} tests passed, expected at least "
+                      f"{params.min_tests} ({tally(counts)})", **evidence)
     sabotaged: dict[str, Any] = {}
     for kind in params.sabotage:
         left = ctx.timeout_s - (time.monotonic() - started) - 5
@@ -106,9 +147,9 @@ def pytest(ctx: CheckContext, params: PytestParams) -> CheckResult:
             return result("failed", f"{params.path} still passes ({outcome['passed']} passed) "
                           f"when the gate {outcome['did']}: its tests do not test "
                           f"{WHAT[kind][1]}", **evidence)
-    caught = "".join(f"; fails when the gate {o['did']} ({o['failed']} failed, {o['error']} "
+    caught = "".join(f"; fails when the gate {o['did']} ({o['failed']} failed, {o['errors']} "
                      f"errors)" for o in sabotaged.values())
-    return result("passed", f"{counts.get('passed', 0)} passed{caught}", **evidence)
+    return result("passed", f"{tally(counts)}{caught}", **evidence)
 
 
 class _CannotSabotage(Exception):
@@ -130,8 +171,7 @@ def _sabotaged_run(ctx: CheckContext, params: PytestParams, kind: str,
     finally:
         shutil.rmtree(copy, ignore_errors=True)
     return {"did": did, "exit": res.returncode, "timed_out": res.timed_out,
-            "describe": res.describe(), "passed": counts.get("passed", 0),
-            "failed": counts.get("failed", 0), "error": counts.get("error", 0)}
+            "describe": res.describe(), **{k: counts[k] for k in COUNTS}}
 
 
 def _break_splits(params: PytestParams, copy: Path, kind: str) -> str:

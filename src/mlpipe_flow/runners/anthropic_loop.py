@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from mlpipe_flow.display import Display
 
 SECRETS = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN")
+NO_KEY = ("the anthropic runner needs ANTHROPIC_API_KEY in the environment "
+          "(or use --runner builtin / claude)")
 RESULT_FILE = "agent-result.json"
 MAX_TOKENS = 16_000
 MAX_RETRIES = 4
@@ -54,16 +56,17 @@ class AnthropicRunner:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+            from mlpipe_flow.errors import RunnerError
+
+            raise RunnerError(NO_KEY)  # said before a run creates anything
 
     def run(self, task: AgentTask, display: Display) -> AgentResult:
         from mlpipe_flow.errors import RunnerError
 
         secrets = {k: os.environ[k] for k in SECRETS if os.environ.get(k)}
         if "ANTHROPIC_API_KEY" not in secrets and "ANTHROPIC_AUTH_TOKEN" not in secrets:
-            raise RunnerError(
-                "the anthropic runner needs ANTHROPIC_API_KEY in the environment "
-                "(or use --runner builtin / claude)"
-            )
+            raise RunnerError(NO_KEY)
         files = write_task_files(task)
         task_file = files["task_file"]
         data = json.loads(task_file.read_text(encoding="utf-8"))

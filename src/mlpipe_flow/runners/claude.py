@@ -168,6 +168,8 @@ class ClaudeRunner:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        if shutil.which("claude") is None:  # said before a run creates anything
+            raise RunnerError(INSTALL_HINT)
 
     def run(self, task: AgentTask, display: Display) -> AgentResult:
         exe = shutil.which("claude")

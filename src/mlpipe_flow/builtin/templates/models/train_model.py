@@ -31,6 +31,7 @@ import yaml
 from feature_engineering.features import SEED, build_preprocessor
 from models.evaluate import by_group, evaluate
 from models.metrics import higher_is_better, score
+from models.tracking import tracking_uri
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
@@ -127,8 +128,8 @@ def optuna_search(base: Any, spec: dict[str, Any], schema: dict[str, Any],
         pipe.fit(tr[features], tr[target])
         return score(metric, pipe, va[features], va[target], spec.get("positive_class"))
 
-    direction = "maximize" if higher_is_better(metric) else "minimize"
-    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=SEED))
+    study = optuna.create_study(direction="maximize" if higher_is_better(metric) else "minimize",
+                                sampler=optuna.samplers.TPESampler(seed=SEED))
     study.optimize(objective, n_trials=trials,
                    timeout=float(os.environ.get("TRAIN_OPTUNA_TIMEOUT_S", "30")))
     return dict(study.best_params)
@@ -139,7 +140,7 @@ def start_mlflow(spec: dict[str, Any]) -> Any:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{ROOT / 'mlflow.db'}")
+    mlflow.set_tracking_uri(tracking_uri(ROOT))
     name = f"{spec['target']}-{spec['problem_type']}"
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=(ROOT / "mlruns").as_uri())
@@ -161,7 +162,14 @@ def train() -> dict[str, Any]:
     data_sha = json.loads(snapshot.read_text())["sha256"] if snapshot.is_file() else ""
     # the MLflow store (schema migrations take seconds) is set up while the models train
     tracking: dict[str, Any] = {}
-    setup = threading.Thread(target=lambda: tracking.update(mlflow=start_mlflow(spec)))
+
+    def set_up() -> None:
+        try:
+            tracking["mlflow"] = start_mlflow(spec)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, raised there
+            tracking["error"] = e
+
+    setup = threading.Thread(target=set_up)
     setup.start()
 
     models = candidates(spec["problem_type"], jobs)
@@ -183,6 +191,9 @@ def train() -> dict[str, Any]:
               f"+/- {results[name]['cv_std']:.4f} ({seconds:.1f}s)", flush=True)
 
     setup.join()
+    if "error" in tracking:
+        raise RuntimeError(f"cannot open the MLflow store mlflow.db: {tracking['error']}") \
+            from tracking["error"]
     mlflow = tracking["mlflow"]
     for name, r in results.items():
         with mlflow.start_run(run_name=name) as run:
