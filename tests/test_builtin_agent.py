@@ -141,10 +141,17 @@ def test_sqlite_table_source(tmp_path: Path) -> None:
     con.commit()
     con.close()
     ws = tmp_path / "ws"
-    run_phases(ws, "predict churned customers", f"sqlite:///{db}?table=customers",
-               "phase1", "phase2")
+    # a relative SQLite path is the user's folder's file, not one in the workspace
+    first = mlpipe("run", "predict churned customers", "-w", "ws", "--runner", "builtin",
+                   "--phase", "phase1", "--data", "sqlite:///crm.db?table=customers",
+                   cwd=tmp_path, env=home_of(ws), timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:]
+    run_phases(ws, "predict churned customers", None, "phase2", "phase3")
     spec = yaml.safe_load((ws / "ml-spec.yaml").read_text())
     assert spec["target"] == "churned" and spec["data_source"]["kind"] == "url"
     assert spec["data_source"]["table"] == "customers"
+    assert spec["data_source"]["url"] == f"sqlite:///{db}"
     assert spec["id_columns"] == ["customer_id"]
     assert (ws / "data/splits/train.csv").stat().st_size > 10_000
+    card = (ws / "model_cards/model_card.md").read_text()
+    assert f"`sqlite:///{db}`, table `customers`" in card

@@ -97,3 +97,16 @@ def test_a_runner_that_cannot_start(tmp_path: Path, csv_file: Path) -> None:
     env.update(ANTHROPIC_API_KEY="", ANTHROPIC_AUTH_TOKEN="")
     refused(tmp_path / "ws2", "predict churn", "--data", str(csv_file), "--runner", "anthropic",
             env=env, needles=("needs ANTHROPIC_API_KEY",))
+
+
+def test_a_sqlite_table_or_file_that_does_not_exist(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table customers (id integer, y integer)")
+    con.close()
+    refused(tmp_path / "ws", "predict y", "--data", f"sqlite:///{db}?table=clients",
+            "--runner", "builtin", needles=("has no table 'clients'", "it has: customers"))
+    refused(tmp_path / "ws", "predict y", "--data", f"sqlite:///{tmp_path}/nope.db?table=t",
+            "--runner", "builtin", needles=("no SQLite database at", "nope.db"))

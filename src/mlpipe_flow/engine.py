@@ -254,7 +254,10 @@ class Engine:
         value = self.opts.data
         if not value:
             return
-        if self.opts.fresh or data_mod.is_url(value) or Path(value).expanduser().exists():
+        if data_mod.is_url(value):
+            self.opts.data = preflight.settle_url(value)
+            return
+        if self.opts.fresh or Path(value).expanduser().exists():
             data_mod.check_data(value)
             return
         state = self.store.load()

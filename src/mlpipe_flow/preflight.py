@@ -12,8 +12,12 @@ stratified train/valid/test split and 5-fold cross-validation need.
 from __future__ import annotations
 
 import csv
+import re
+import sqlite3
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from mlpipe_flow import proc
 from mlpipe_flow.config import Config
@@ -38,6 +42,36 @@ def check_python(config: Config) -> None:
         why = res.output.strip().splitlines()[-1][:120] if res.output.strip() else res.describe()
         raise ConfigError(f"{source}: field 'python': {python} cannot run Python 3 ({why}); set it "
                           "to a Python 3 interpreter, or remove it to use mlpipe's own")
+
+
+SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?$")
+
+
+def settle_url(value: str) -> str:
+    """A SQLite URL made absolute against the current folder (`sqlite:///crm.db` means ./crm.db
+    where the user typed it, not in the workspace the agents run in), after checking the file
+    and its `?table=` exist; other URLs are returned as given (their server is asked later)."""
+    m = SQLITE_URL.match(value)
+    if m is None or not m.group(2):
+        return value
+    prefix, name, query = m.group(1), m.group(2), m.group(3) or ""
+    path = Path(name).expanduser().absolute()
+    if not path.is_file():
+        raise DataError(f"--data {value}: no SQLite database at {path}; give the path of an "
+                        "existing .db file (sqlite:///relative.db or sqlite:////absolute.db)")
+    table = dict(parse_qsl(query.lstrip("?"))).get("table")
+    if table:
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+                names = [r[0] for r in con.execute(
+                    "select name from sqlite_master where type in ('table', 'view')")]
+        except sqlite3.DatabaseError as e:
+            raise DataError(f"--data {value}: {path} is not a readable SQLite database ({e})") \
+                from None
+        if table not in names:
+            raise DataError(f"--data {value}: {path} has no table {table!r} (it has: "
+                            f"{', '.join(names[:10]) or 'no tables'}); name one with ?table=NAME")
+    return f"{prefix}{path}{query}"
 
 
 def check_table(value: str, target: str | None) -> None:

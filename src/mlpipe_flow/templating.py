@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlpipe_flow.checks.base import pct
 from mlpipe_flow.errors import ConfigError
 
 
@@ -22,7 +23,7 @@ def environment(prompts_dir: Path) -> Any:
     )
     # numbers from the gates, written the way the rules write them: {{ x | num }} -> 0.05, 1,000
     env.filters["num"] = lambda v: f"{v:,g}"
-    env.filters["pct"] = lambda v: f"{v:.0%}"
+    env.filters["pct"] = pct
     return env
 
 

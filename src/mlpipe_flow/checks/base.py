@@ -56,5 +56,11 @@ class CheckContext:
                       "scratch": Path(d["scratch"]) if d.get("scratch") else None})
 
 
+def pct(fraction: float) -> str:
+    """A fraction as the percentage a rule states: 0.12 -> "12%", 0.001 -> "0.1%" (never rounded
+    to a number the check does not use)."""
+    return f"{fraction * 100:.6g}%"
+
+
 def result(status: Status, message: str, **evidence: Any) -> CheckResult:
     return CheckResult(id="", status=status, message=message, evidence=evidence)
