@@ -88,6 +88,45 @@ def test_telco_phase3_model(telco_ws: Path) -> None:
     print(f"\ntelco: test roc_auc {r['test_score']:.4f} vs baseline {r['baseline_test_score']:.4f}")
 
 
+def test_serving_cost_constrains_the_model_choice(telco_ws: Path, tmp_path: Path) -> None:
+    """Each candidate's predict cost is measured during training and recorded; a model that
+    cannot serve the spec's throughput is not selected, however well it scores. With the
+    Telco spec's budget (1000 req/s) the forest is measured too slow; asked for 20,000 req/s
+    only the linear model is servable; at 1 req/s, everything is."""
+    import shutil
+    import subprocess
+    import sys
+
+    r = results(telco_ws)
+    budget = r["serving_budget"]
+    assert budget == {"throughput_rps": 1000.0, "latency_p95_ms": 100.0, "batch_rows": 32,
+                      "max_batch_ms": 16.0}
+    for name, m in r["models"].items():
+        assert m["predict_cpu_ms"]["batch_32"] > 0 and m["predict_cpu_ms"]["single_row"] > 0
+        assert m["servable"] == (m["predict_cpu_ms"]["batch_32"] <= 16.0), name
+    assert r["models"][r["best_model"]]["servable"]
+    assert r["excluded_for_serving_cost"] == [n for n, m in r["models"].items()
+                                              if not m["servable"] and n != "dummy_prior"]
+
+    ws = tmp_path / "ws"
+    shutil.copytree(telco_ws, ws, ignore=shutil.ignore_patterns("mlflow.db*", "mlruns"))
+    env = {"TRAIN_OPTUNA_TRIALS": "0", "TRAIN_CV_FOLDS": "3", "PATH": "/usr/bin:/bin"}
+    for rate, servable in ((20_000, {"dummy_prior", "logistic_regression"}), (1, None)):
+        spec = yaml.safe_load((ws / "ml-spec.yaml").read_text())
+        spec["serving"]["throughput_rps"] = rate
+        (ws / "ml-spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        res = subprocess.run([sys.executable, "-m", "models.train_model"], cwd=ws, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        r = results(ws)
+        got = {n for n, m in r["models"].items() if m["servable"]}
+        if servable is None:
+            assert got == set(r["models"]) and not r["excluded_for_serving_cost"]
+        else:
+            assert got == servable and r["best_model"] == "logistic_regression", r["models"]
+            assert "too slow to serve" in res.stdout
+
+
 def test_telco_phase3_gate_passes_from_the_cli(telco_ws: Path) -> None:
     # (`mlpipe run` already required each gate to pass; this re-checks phase 3 on its own)
     res = mlpipe("gate", "phase3", "-w", str(telco_ws), "--json", env=home_of(telco_ws))

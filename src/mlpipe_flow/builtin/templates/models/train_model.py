@@ -5,6 +5,12 @@ per group of the spec's group_columns — and saved with its preprocessing as ON
 Pipeline (artifacts/model.joblib) that predicts from the raw feature columns; the best run
 logs that very file, so the store and the saved model can be matched by hash.
 
+Serving cost is a selection constraint: each candidate's predict time is measured on the
+fold model it cross-validated with, for one row and for the batch the API's micro-batching
+gathers under load (SERVE_BATCH_ROWS), and a model whose batch cannot be predicted within its
+share of the serving budget in ml-spec.yaml (`serving`: throughput_rps, latency_p95_ms) is not
+selected, however well it scores; results.json records the figures and the verdict.
+
 Settings (environment): TRAIN_CV_FOLDS (5), TRAIN_N_JOBS (the number of CPUs, never more),
 TRAIN_OPTUNA_TRIALS (12; 0 turns the search off) and TRAIN_OPTUNA_TIMEOUT_S (30): a bounded
 Optuna search over the gradient-boosting model runs only when optuna is installed.
@@ -47,6 +53,8 @@ from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_VERSION = "1"
+SERVE_BATCH_ROWS = 32  # requests a loaded API gathers per predict (deployment/api/main.py)
+SERVE_CPU_SHARE = 0.5  # of one core for predict calls; the rest serves HTTP
 
 
 def n_jobs() -> int:
@@ -84,7 +92,8 @@ def load() -> tuple[dict[str, Any], dict[str, Any], dict[str, pd.DataFrame]]:
 
 
 def cross_validate(pipe: Pipeline, X: pd.DataFrame, y: pd.Series, spec: dict[str, Any],
-                   folds: int) -> list[float]:
+                   folds: int) -> tuple[list[float], Pipeline]:
+    """The fold scores, and the last fold's fitted model (what the serving cost is measured on)."""
     if spec["problem_type"] == "regression":
         splitter: Any = KFold(folds, shuffle=True, random_state=SEED)
     else:
@@ -96,13 +105,51 @@ def cross_validate(pipe: Pipeline, X: pd.DataFrame, y: pd.Series, spec: dict[str
 
 
 def _folds(splitter: Any, pipe: Pipeline, X: pd.DataFrame, y: pd.Series,
-           spec: dict[str, Any]) -> list[float]:
+           spec: dict[str, Any]) -> tuple[list[float], Pipeline]:
     scores = []
+    model = pipe
     for tr, va in splitter.split(X, y):
         model = clone(pipe).fit(X.iloc[tr], y.iloc[tr])
         scores.append(score(spec["primary_metric"], model, X.iloc[va], y.iloc[va],
                             spec.get("positive_class")))
-    return scores
+    return scores, model
+
+
+def serving_budget(spec: dict[str, Any]) -> dict[str, float]:
+    """The most a predict call on one micro-batch may take: the batches arriving per second
+    (throughput / SERVE_BATCH_ROWS) must fit in SERVE_CPU_SHARE of one core, and one batch in a
+    quarter of the p95 latency objective (queueing and HTTP take the rest)."""
+    serving = spec.get("serving") or {}
+    rate = float(serving.get("throughput_rps") or 1000.0)
+    p95 = float(serving.get("latency_p95_ms") or 100.0)
+    max_batch_ms = min(1000.0 * SERVE_CPU_SHARE * SERVE_BATCH_ROWS / rate, p95 / 4)
+    return {"throughput_rps": rate, "latency_p95_ms": p95, "batch_rows": SERVE_BATCH_ROWS,
+            "max_batch_ms": round(max_batch_ms, 3)}
+
+
+def predict_cost(model: Pipeline, X: pd.DataFrame, classifier: bool,
+                 repeats: int = 15) -> dict[str, float]:
+    """CPU milliseconds per call of the fitted estimator (predict, and predict_proba for a
+    classifier, as the API answers both) on one preprocessed row and on one preprocessed
+    micro-batch, the fastest of `repeats` calls each. The preprocessing is left out: the API
+    compiles it to numpy (deployment/api/predictor.py), at the same small cost for every
+    candidate. CPU time of this process (all its threads: a forest predicts on several),
+    measured when nothing else runs in it: the model's own cost, which other work on a busy
+    machine does not inflate."""
+    estimator = model[-1]
+
+    def call(rows: Any) -> float:
+        started = time.process_time()
+        estimator.predict(rows)
+        if classifier:
+            estimator.predict_proba(rows)
+        return (time.process_time() - started) * 1000
+
+    prepared = model[:-1].transform(X.iloc[np.arange(SERVE_BATCH_ROWS) % len(X)])
+    one, batch = prepared[:1], prepared
+    call(batch)  # warm-up
+    return {"single_row": round(min(call(one) for _ in range(repeats)), 3),
+            f"batch_{SERVE_BATCH_ROWS}": round(min(call(batch) for _ in range(repeats)), 3)}
 
 
 def optuna_search(base: Any, spec: dict[str, Any], schema: dict[str, Any],
@@ -176,11 +223,14 @@ def train() -> dict[str, Any]:
     tuned = optuna_search(models["hist_gradient_boosting"], spec, schema, splits, features)
     if tuned:
         models["hist_gradient_boosting_tuned"] = clone(models["hist_gradient_boosting"]).set_params(**tuned)
+    budget = serving_budget(spec)
+    classifier = spec["problem_type"] != "regression"
     results: dict[str, Any] = {}
+    fold_models: dict[str, Pipeline] = {}
     for name, estimator in models.items():
         pipe = Pipeline([("preprocess", build_preprocessor(schema, features)), ("model", estimator)])
         started = time.perf_counter()
-        scores = cross_validate(pipe, X_dev, y_dev, spec, folds)
+        scores, fold_models[name] = cross_validate(pipe, X_dev, y_dev, spec, folds)
         seconds = time.perf_counter() - started
         params = {k: v for k, v in estimator.get_params().items()
                   if isinstance(v, (int, float, str, bool)) or v is None}
@@ -194,6 +244,15 @@ def train() -> dict[str, Any]:
     if "error" in tracking:
         raise RuntimeError(f"cannot open the MLflow store mlflow.db: {tracking['error']}") \
             from tracking["error"]
+    for name, fold_model in fold_models.items():  # measured alone: the setup thread is done
+        with threadpool_limits(limits=1, user_api="openmp"):  # as the API runs (OMP_NUM_THREADS=1)
+            cost = predict_cost(fold_model, X_dev, classifier)
+        batch_ms = cost[f"batch_{SERVE_BATCH_ROWS}"]
+        results[name].update(predict_cpu_ms=cost, servable=batch_ms <= budget["max_batch_ms"])
+        print(f"{name:32s} predict {SERVE_BATCH_ROWS} rows: {batch_ms:.2f} CPU ms "
+              f"(budget {budget['max_batch_ms']:g})"
+              f"{'' if results[name]['servable'] else ': too slow to serve'}", flush=True)
+    fold_models.clear()
     mlflow = tracking["mlflow"]
     for name, r in results.items():
         with mlflow.start_run(run_name=name) as run:
@@ -201,13 +260,20 @@ def train() -> dict[str, Any]:
                              "baseline": str(name.startswith("dummy")).lower()})
             mlflow.log_params({k: str(v) for k, v in r["params"].items()})
             mlflow.log_metrics({f"cv_{metric}_mean": r["cv_mean"], f"cv_{metric}_std": r["cv_std"],
-                                "cv_seconds": r["cv_seconds"]})
+                                "cv_seconds": r["cv_seconds"],
+                                **{f"predict_cpu_ms_{k}": v for k, v in r["predict_cpu_ms"].items()}})
             for i, s in enumerate(r["cv_scores"]):
                 mlflow.log_metric(f"cv_{metric}", s, step=i)
             r["mlflow_run_id"] = run.info.run_id
 
     sign = 1 if higher_is_better(metric) else -1
-    contenders = [n for n in results if not n.startswith("dummy")]
+    trained = [n for n in results if not n.startswith("dummy")]
+    contenders = [n for n in trained if results[n]["servable"]]
+    if not contenders:  # nothing meets the budget: the cheapest to serve, said out loud
+        contenders = [min(trained, key=lambda n: results[n]["predict_cpu_ms"][f"batch_{SERVE_BATCH_ROWS}"])]
+        print(f"warning: no model predicts {SERVE_BATCH_ROWS} rows within "
+              f"{budget['max_batch_ms']} ms; selecting the fastest, {contenders[0]}", flush=True)
+    excluded = [n for n in trained if n not in contenders]
     best = max(contenders, key=lambda n: sign * results[n]["cv_mean"])
     baseline_name = next(n for n in results if n.startswith("dummy"))
     final = Pipeline([("preprocess", build_preprocessor(schema, features)),
@@ -244,6 +310,7 @@ def train() -> dict[str, Any]:
         "cv_folds": folds, "n_jobs": jobs, "target_std": float(y_dev.std()) if
         spec["problem_type"] == "regression" else None,
         "models": results, "best_model": best, "baseline_model": baseline_name,
+        "serving_budget": budget, "excluded_for_serving_cost": excluded,
         "test_score": test_score, "baseline_test_score": baseline_score,
         "test_metrics": test_metrics, "group_metrics": group_metrics,
         "optuna_best_params": tuned,
