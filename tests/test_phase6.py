@@ -97,3 +97,64 @@ def test_dag_without_schedule_or_order_fails(ws6: Path, tmp_path: Path) -> None:
                               "    check_drift >> canary"))
     r = check(ws, "dag_parses")
     assert r.status == "failed" and "no dependency path from a 'retrain'" in r.message, r
+
+
+def test_the_dag_the_prompt_shows_loads_as_airflow_3_and_passes(tmp_path: Path) -> None:
+    """The DAG example of the phase-6 prompt is Airflow 3 code, with the spec's schedule, that
+    the gate's own dag_parses check accepts once the scripts it runs exist."""
+    import re
+    import sys
+    import textwrap
+
+    from typer.testing import CliRunner
+
+    from mlpipe_flow.checks import CHECKS, CheckContext
+    from mlpipe_flow.cli import app
+    from mlpipe_flow.workflow import load_workflow
+
+    spec = 'target: Churn\nretraining:\n  schedule: "15 4 * * 2"\n'
+    render_ws = tmp_path / "render"
+    render_ws.mkdir()
+    (render_ws / "ml-spec.yaml").write_text(spec)
+    res = CliRunner().invoke(app, ["render", "phase6", "predict customer churn", "--target",
+                                   "Churn", "-w", str(render_ws)])
+    assert res.exit_code == 0, res.output
+    code = re.search(r"```python\n(.*?)```", res.output, re.S)
+    assert code is not None
+    dag = textwrap.dedent(code.group(1))
+    assert "from airflow.sdk import DAG" in dag and "schedule_interval=" not in dag
+    assert "airflow.providers.standard.operators.bash import BashOperator" in dag
+    assert 'schedule="15 4 * * 2"' in dag and "__file__" in dag
+
+    ws = tmp_path / "ws"
+    (ws / "airflow_dags").mkdir(parents=True)
+    (ws / "airflow_dags" / "continuous_training.py").write_text(dag)
+    (ws / "ml-spec.yaml").write_text(spec)
+    body = textwrap.dedent("""
+        import json
+        import sys
+        from pathlib import Path
+
+        def main():
+            rows = Path("data/splits/train.csv").read_text().splitlines()
+            Path("registry/{name}.json").write_text(json.dumps(len(rows)))
+            return 0
+
+        if __name__ == "__main__":
+            sys.exit(main())
+        """)
+    scripts = re.findall(r'bash_command="python ([\w/]+\.py)', dag)
+    assert len(scripts) == 3, scripts
+    for rel in scripts:
+        (ws / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws / rel).write_text(body.replace("{name}", Path(rel).stem))
+    wf = load_workflow()
+    check = next(c for c in wf.gates["phase6"].checks if c.kind == "dag_parses")
+    kind = CHECKS[check.kind]
+    ctx = CheckContext(workspace=ws, phase="phase6", timeout_s=60, python=sys.executable,
+                       scratch=tmp_path / "scratch")
+    ctx.scratch.mkdir()  # type: ignore[union-attr]
+    got = kind.run(ctx, kind.params.model_validate(check.params))
+    assert got.status == "passed", got.message
+    assert got.evidence["schedule"] == "15 4 * * 2"
+    assert got.evidence["path"] == ["check_triggers", "retrain", "canary_rollout"]

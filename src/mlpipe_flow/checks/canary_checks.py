@@ -4,17 +4,20 @@ agent's canary script judged by what the API serves after it ran.
 The series are the API's own: the gate scrapes the served champion's /metrics once (after a
 few predictions), and writes every series twice — labelled `track="stable"` and
 `track="canary"` (with `job` and `instance`), as a scrape config relabelling two deployments
-would — over the last 30 minutes, counters growing at a steady rate. It backfills them with
-`promtool tsdb create-blocks-from openmetrics` and starts `prometheus` on the blocks. Three
-scenarios, each after `retrain.py --force-promote` made a new version the served one:
+would — over the last `window_s` (30 minutes), counters growing at a steady rate. It
+backfills them with `promtool tsdb create-blocks-from openmetrics` and starts `prometheus` on
+the blocks. Three scenarios, healthy and degraded each after `retrain.py --force-promote` made
+a new version the served one (no data re-judges the version the healthy canary kept):
 
 - healthy: the canary track is a copy of the stable one. The canary must keep the new version
   (and exit 0).
 - no data: only the stable track exists. No data is not health: the new version must go.
-- degraded: on the canary track every request counter with a status label gets as many 500s as
-  successes (error rate 50%), every counter named like an error counts as many errors as
-  there were requests, and every latency histogram (a name with latency/duration/seconds/time)
-  has all its observations above its largest bucket (mean 4x that bound). It must roll back.
+- degraded: on the canary track every request counter with a status label gets 500s making
+  `degraded_error_share` of the responses (50%: as many 500s as successes), every counter named
+  like an error counts as many errors as there were requests, every latency histogram (a name
+  with latency/duration/seconds/time) has all its observations above its largest bucket (mean
+  `degraded_latency_factor`, 4x, that bound) and latency summaries are
+  `degraded_summary_factor` (100) times slower. It must roll back.
 
 Judge: the API started afterwards serves the previous champion (same /predict answers) after
 a rollback, the new version after a promotion; the script's output and exit status are only
@@ -37,7 +40,7 @@ from typing import Any
 from pydantic import Field
 
 from mlpipe_flow import proc
-from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.base import CheckContext, pct, result
 from mlpipe_flow.checks.ct_drills import (
     Drill,
     DrillError,
@@ -51,6 +54,7 @@ from mlpipe_flow.checks.ct_drills import (
     drill_data,
     run_drill,
     serve,
+    served_rule,
     worse_by,
 )
 from mlpipe_flow.models import CheckResult
@@ -68,6 +72,31 @@ class CanaryDrillParams(DrillParams):
     window_s: int = Field(default=1800, ge=300, description="seconds of backfilled series")
     step_s: int = Field(default=15, ge=1)
     request_rate: float = Field(default=20, gt=0, description="req/s of the busiest series")
+    degraded_error_share: float = Field(default=0.5, gt=0, lt=1, description="share of the "
+                                        "degraded canary's responses that are 500s")
+    degraded_latency_factor: float = Field(default=4.0, gt=1, description="the degraded "
+                                           "canary's mean latency over the largest bucket bound")
+    degraded_summary_factor: float = Field(default=100.0, gt=1, description="what the degraded "
+                                           "canary multiplies latency summaries by")
+
+    def describe(self) -> str:
+        argv = " ".join(self.canary).replace("{prometheus}", "URL")
+        return (f"the gate runs `python {argv}` (URL: a real Prometheus it starts on 127.0.0.1), "
+                f"which must finish within {self.canary_timeout_s:g} s, in three scenarios. The "
+                f"Prometheus holds {self.window_s:,} s of series (a sample every {self.step_s:g} "
+                f"s, counters growing to {self.request_rate:g} req/s) made from your API's own "
+                "`/metrics` after it answered the test split, each series written for "
+                "`track=\"stable\"` and `track=\"canary\"` (with `job` and `instance` labels). "
+                "Healthy (the canary track a copy of the stable one, after `--force-promote` of "
+                "a decisively worse version): the API must still serve the new version and the "
+                "script exit 0. No data (no canary series at all) and degraded (after another "
+                "such promotion; request counters with a status label get 500s making "
+                f"{pct(self.degraded_error_share)} of the responses, counters named like errors "
+                "count one error per request, latency histograms have every observation above "
+                f"their largest bucket, a mean {self.degraded_latency_factor:g} times its bound, "
+                f"latency summaries are {self.degraded_summary_factor:g} times slower): the API "
+                "must serve the previous model's answers and `/health` version again; the "
+                "script's output and exit status are not trusted. " + served_rule(self))
 
 
 # -- series -------------------------------------------------------------------------------------
@@ -89,8 +118,11 @@ Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, labels) 
 
 
 def track_series(families: list[tuple[str, str, list[tuple[str, dict[str, str], float]]]],
-                 degraded: bool) -> tuple[Series, set[str]]:
-    """The final value of every series for one track, and the names that grow (counters)."""
+                 degraded: bool, params: CanaryDrillParams | None = None
+                 ) -> tuple[Series, set[str]]:
+    """The final value of every series for one track, and the names that grow (counters);
+    `degraded` as `params` (default: the drill's defaults) says."""
+    p = params or CanaryDrillParams()
     series: Series = {}
     growing: set[str] = set()
     requests = max([v for _, t, ss in families if t == "histogram" for n, _, v in ss
@@ -101,19 +133,21 @@ def track_series(families: list[tuple[str, str, list[tuple[str, dict[str, str], 
             growing.update(n for n, _, _ in samples if n.endswith(("_total", "_count", "_sum",
                                                                    "_bucket")) or kind == "counter")
         if kind == "histogram" and degraded and LATENCY.search(name):
-            samples = _slow_histogram(samples)
+            samples = _slow_histogram(samples, p.degraded_latency_factor)
         elif kind == "summary" and degraded and LATENCY.search(name):
-            samples = [(n, lab, v * 100 if ("quantile" in lab or n.endswith("_sum")) else v)
+            samples = [(n, lab, v * p.degraded_summary_factor
+                        if ("quantile" in lab or n.endswith("_sum")) else v)
                        for n, lab, v in samples]
         elif kind == "counter" and degraded:
-            samples = _failing_counter(name, samples, requests)
+            samples = _failing_counter(name, samples, requests, p.degraded_error_share)
         for n, lab, v in samples:
             series[(n, tuple(sorted(lab.items())))] = v
     return series, growing
 
 
-def _slow_histogram(samples: list[tuple[str, dict[str, str], float]]
+def _slow_histogram(samples: list[tuple[str, dict[str, str], float]], factor: float
                     ) -> list[tuple[str, dict[str, str], float]]:
+    """Every observation above the largest finite bucket, their mean `factor` times its bound."""
     bounds = [float(lab["le"]) for n, lab, _ in samples
               if n.endswith("_bucket") and lab.get("le") not in (None, "+Inf")]
     top = max(bounds, default=1.0)
@@ -127,21 +161,24 @@ def _slow_histogram(samples: list[tuple[str, dict[str, str], float]]
             total = counts.get(rest, v)
             out.append((n, lab, total if lab.get("le") == "+Inf" else 0.0))
         elif n.endswith("_sum"):
-            out.append((n, lab, counts.get(key, 0.0) * 4 * top))
+            out.append((n, lab, counts.get(key, 0.0) * factor * top))
         else:
             out.append((n, lab, v))
     return out
 
 
 def _failing_counter(name: str, samples: list[tuple[str, dict[str, str], float]],
-                     requests: float) -> list[tuple[str, dict[str, str], float]]:
+                     requests: float, share: float) -> list[tuple[str, dict[str, str], float]]:
+    """Error-named counters count one error per request; a 2xx series gets a 500 sibling so that
+    500s make `share` of the responses (0.5: as many 500s as 2xx)."""
+    per_success = share / (1 - share)
     out = list(samples)
     if ERRORS.search(name):
         out = [(n, lab, max(v, requests)) for n, lab, v in samples]
     for n, lab, v in samples:
         for key in STATUS_LABELS:
             if str(lab.get(key, "")).startswith("2"):
-                out.append((n, {**lab, key: "500"}, v))
+                out.append((n, {**lab, key: "500"}, v * per_success))
     return out
 
 
@@ -253,11 +290,12 @@ def _canary(drill: Drill, prom: str, promtool: str, ev: dict[str, Any]) -> Check
     if not champ.metrics_text:
         raise DrillFailed("the API's /metrics did not answer 200: no series to serve the canary")
     families = parse_exposition(champ.metrics_text)
-    stable = track_series(families, degraded=False)
+    stable = track_series(families, degraded=False, params=p)
     now = time.time()
     texts = {"healthy": {"stable": stable, "canary": stable},
              "no-data": {"stable": stable},
-             "degraded": {"stable": stable, "canary": track_series(families, degraded=True)}}
+             "degraded": {"stable": stable,
+                          "canary": track_series(families, degraded=True, params=p)}}
     folders = {name: backfill(drill, promtool, name,
                               openmetrics(tracks, now, p.window_s, p.step_s, p.request_rate))
                for name, tracks in texts.items()}
@@ -302,10 +340,11 @@ def _canary(drill: Drill, prom: str, promtool: str, ev: dict[str, Any]) -> Check
                       f"rollback to version {champ.version} (canary exit "
                       f"{runs['no-data'].returncode})", **ev)
     if degraded.fingerprint != champ.fingerprint or degraded.version != champ.version:
-        return result("failed", f"after a degraded canary (50% errors, latency above every "
-                      f"bucket) the API serves {_what(degraded, champ, metric)}, expected a "
-                      f"rollback to version {champ.version} ({metric} {champ.score:.4f}) "
-                      f"(canary exit {runs['degraded'].returncode})", **ev)
+        return result("failed", f"after a degraded canary ({pct(p.degraded_error_share)} errors, "
+                      f"latency above every bucket) the API serves "
+                      f"{_what(degraded, champ, metric)}, expected a rollback to version "
+                      f"{champ.version} ({metric} {champ.score:.4f}) (canary exit "
+                      f"{runs['degraded'].returncode})", **ev)
     return result("passed", f"healthy canary kept the new version ({metric} {healthy.score:.4f}); "
                   f"no data and a degraded canary rolled back to version {champ.version} "
                   f"({champ.score:.4f})", **ev)

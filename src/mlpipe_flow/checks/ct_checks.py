@@ -27,18 +27,45 @@ from mlpipe_flow.checks.ct_drills import (
     recorded_score,
     run_drill,
     serve,
+    served_rule,
     within,
     worse_by,
+    wrong_labels_rule,
 )
 from mlpipe_flow.models import CheckResult
 
 
 class RetrainDrillParams(DrillParams):
-    pass
+    recover_se: float = Field(default=2.0, gt=0)
+    score_tolerance: float = Field(default=0.01, ge=0,
+                                   description="recorded vs measured, x max(1, |score|)")
+
+    def describe(self) -> str:
+        return (f"`python {self.retrain} --data CSV [--force-promote]` must exit 0 and append one "
+                f"JSON line to `{self.decisions}` with `decision` (`promote` or `keep`), "
+                "`champion_score`, `challenger_score` and `challenger_model` (the challenger's "
+                "model file, inside the workspace, kept after the run). The drill: (1) `--data` "
+                f"{wrong_labels_rule(self)} must record `keep`, the API must serve the same "
+                "answers and `/health` `model_version` as before, and the gate's own score of "
+                f"`challenger_model` on `{self.test}` must be decisively worse than the champion's; "
+                "(2) `--force-promote` on other such data must make the API serve that new, "
+                "decisively worse model; (3) `--data` with the same rows and the real labels must "
+                "record `promote`, and the API must then serve a score within "
+                f"{self.recover_se:g} se of the one phase 3's `beats-baseline` measured. The "
+                "`champion_score` and `challenger_score` recorded in (1) and (3) must equal the "
+                f"gate's measurements within {self.score_tolerance:g} x max(1, |score|). "
+                + served_rule(self))
 
 
 class RollbackDrillParams(DrillParams):
     rollback: list[str] = Field(default_factory=lambda: ["rollback/rollback.py"])
+
+    def describe(self) -> str:
+        return (f"the gate runs `python {self.retrain} --data CSV --force-promote` with "
+                f"{wrong_labels_rule(self)}, which must make the API serve a new, decisively "
+                f"worse model, then `python {' '.join(self.rollback)}`: it must exit 0, and the "
+                "API started afterwards must serve the previous model's `/predict` answers and "
+                "`/health` `model_version` again. " + served_rule(self))
 
 
 def _fmt(x: float | None) -> str:
@@ -75,7 +102,7 @@ def retrain_drill(ctx: CheckContext, params: RetrainDrillParams) -> CheckResult:
 
 
 def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
-    p = drill.params
+    p: RetrainDrillParams = drill.params  # type: ignore[assignment]
     truth = Truth(drill)
     champ = champion_state(drill, truth)
     se = decisive_champion(drill, truth, champ)
@@ -103,7 +130,7 @@ def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
                       f"{decisive:.4f}): it was not trained on the data it was given", **ev)
     for key, measured in (("challenger_score", chall), ("champion_score", champ.score)):
         rec = recorded_score(worse, key)
-        if not within(drill, rec, measured):
+        if not within(p.score_tolerance, rec, measured):
             return result("failed", f"the inverted-label decision records {key} {_fmt(rec)} but "
                           f"the gate measured {metric} {measured:.4f} (tolerance "
                           f"{p.score_tolerance} x max(1, |score|))", **ev)
@@ -149,7 +176,7 @@ def _retrain(drill: Drill, ev: dict[str, Any]) -> CheckResult:
                       f"{p.recover_se:g} standard errors, {p.recover_se * se:.4f})", **ev)
     for key, measured in (("challenger_score", s_better.score), ("champion_score", s_bad.score)):
         rec = recorded_score(better, key)
-        if not within(drill, rec, measured):
+        if not within(p.score_tolerance, rec, measured):
             return result("failed", f"the known-better decision records {key} {_fmt(rec)} but "
                           f"the gate measured {metric} {measured:.4f} from the API (tolerance "
                           f"{p.score_tolerance} x max(1, |score|))", **ev)

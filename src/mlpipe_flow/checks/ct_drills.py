@@ -9,7 +9,8 @@ Margins (a stated statistical basis, no dataset-tuned constant): `se` is the boo
 standard error of the served champion's score on the test split (the sampling noise of the
 hold-out). A model is *decisively worse* than the champion when it scores more than
 `decisive_se` (4) standard errors below it; a score has *recovered* to the phase-3 level when
-it is within `recover_se` (2) standard errors of the score phase 3 passed with.
+it is within `recover_se` (2, the retrain drill's) standard errors of the score phase 3 passed
+with. `served_rule()` states all of this in the words the prompt shows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,7 +40,6 @@ SCRATCH_IGNORE = shutil.ignore_patterns(".mlpipe", ".git", "mlruns", "mlflow.db"
                                         ".venv", "*.pyc", "raw", ".pytest_cache")
 KEEP = {"keep", "keep_champion", "kept", "reject"}
 PROMOTE = {"promote", "promoted"}
-CHUNK = 200  # records per /predict request (what the phase-4 gate already sends at once)
 
 
 class DrillError(Exception):
@@ -50,6 +50,7 @@ class DrillParams(BaseModel):
     """What every continuous-training drill shares (the scripts' contract and the margins)."""
 
     model_config = ConfigDict(extra="forbid")
+    UNSTATED: ClassVar[frozenset[str]] = frozenset({"parallel"})
     retrain: str = "continuous_training/retrain.py"
     decisions: str = "registry/decisions.jsonl"
     test: str = "data/splits/test.csv"
@@ -58,11 +59,30 @@ class DrillParams(BaseModel):
     script_timeout_s: float = Field(default=240, gt=0)
     startup_s: float = Field(default=90, gt=0, description="API start-up limit")
     parallel: int = Field(default=2, ge=1, le=4, description="APIs started at once")
+    request_records: int = Field(default=200, ge=1, description="records per /predict request "
+                                 "(what the phase-4 gate already sends at once)")
     se_resamples: int = Field(default=200, ge=50)
     decisive_se: float = Field(default=4.0, gt=0)
-    recover_se: float = Field(default=2.0, gt=0)
-    score_tolerance: float = Field(default=0.01, ge=0,
-                                   description="recorded vs measured, x max(1, |score|)")
+
+
+def served_rule(p: DrillParams) -> str:
+    """How every drill judges, as the prompt states it."""
+    return ("Judged in a scratch copy of the workspace, on data the gate makes at gate time, by "
+            "what the API serves: after each step the gate starts `deployment/api` (`/health` "
+            f"within {p.startup_s:g} s), posts `{p.test}` to `/predict` in requests of "
+            f"{p.request_records:,} records and scores the answers (the answers, not `/health`, "
+            f"tell models apart); se is the bootstrap standard error ({p.se_resamples:,} "
+            "resamples) of the champion's served score, decisively worse is more than "
+            f"{p.decisive_se:g} se below it (a champion within {p.decisive_se:g} se of the "
+            "gate's dummy baseline makes the drill an error). Each run of a script has "
+            f"{p.script_timeout_s:g} s.")
+
+
+def wrong_labels_rule(p: DrillParams) -> str:
+    """The drill data with every label wrong (`drill_data(corrupt=True)`)."""
+    rows = " and ".join(f"`{t}`" for t in p.train)
+    return (f"the rows of {rows} in a random order with every label wrong (classes rotated, two "
+            "classes swapped; a regression target reflected about its mean)")
 
 
 # -- the workspace copy and the agent's scripts ------------------------------------------------
@@ -264,8 +284,9 @@ class Truth:
         self.frame = frame
         self.features = features
         self.records: list[dict[str, Any]] = json.loads(frame[features].to_json(orient="records"))
-        self.bodies = [json.dumps({"records": self.records[i:i + CHUNK]}).encode()
-                       for i in range(0, len(self.records), CHUNK)]
+        chunk = drill.params.request_records
+        self.bodies = [json.dumps({"records": self.records[i:i + chunk]}).encode()
+                       for i in range(0, len(self.records), chunk)]
 
     def baseline(self, drill: Drill) -> float:
         """The gate's dummy baseline on the test split (as phase 3's gate fits it): the
@@ -516,10 +537,11 @@ def recorded_score(rec: dict[str, Any], key: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def within(drill: Drill, recorded: float | None, measured: float) -> bool:
+def within(tolerance: float, recorded: float | None, measured: float) -> bool:
+    """A recorded score equals the gate's measurement within tolerance x max(1, |measured|)."""
     if recorded is None or not math.isfinite(recorded):
         return False
-    return abs(recorded - measured) <= drill.params.score_tolerance * max(1.0, abs(measured))
+    return abs(recorded - measured) <= tolerance * max(1.0, abs(measured))
 
 
 def decision_brief(rec: dict[str, Any]) -> dict[str, Any]:

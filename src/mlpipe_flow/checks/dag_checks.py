@@ -86,6 +86,14 @@ class CtDagParams(BaseModel):
     schedule_from_spec: bool = Field(default=True, description="the schedule must equal "
                                      "ml-spec.yaml's retraining.schedule")
 
+    def describe(self) -> str:
+        schedule = ("the schedule `ml-spec.yaml` gives as `retraining.schedule` (the spec as "
+                    "phase 1 left it: later phases may not edit it)" if self.schedule_from_spec
+                    else "a literal schedule")
+        return (dag_rule(self.path, self.order, True, True, schedule)
+                + " A `;` after a command is accepted when the next command tests `$?` (e.g. "
+                "`python x.py; case $? in 0) exit 99;; 1) exit 0;; *) exit 1;; esac`).")
+
 
 def dag_structure(ctx: CheckContext, params: DagParams) -> CheckResult:
     return _judge(ctx, params.path, params.order, schedule_from_spec=False,
