@@ -10,11 +10,13 @@ interval and the rule evaluation interval of `prometheus.yml`, each series also 
 - healthy: the measured request mix at `healthy_share` of the spec's throughput objective,
   gauges at their live values, for the whole timeline: no alert may fire;
 - after a healthy history long enough for every window and offset the rules read, one change
-  per stress scenario: the API down (`up` 0, its series stale); no traffic; ten times the
-  traffic; errors (25% 4xx where the bad requests landed, 25% 5xx on the 5xx series of each
-  status-labelled family); every latency histogram observing twice the p95 objective; each
-  other histogram observing above its largest and below its smallest bucket; each gauge an
-  alert reads set to 0, 1, -1, +-1e9 and twice and half of each number in those alerts.
+  per stress scenario: the API down (`up` 0, its series stale); no traffic; `traffic_factor`
+  times the traffic; errors (`error_share` of the requests 4xx where the bad requests landed,
+  as many 5xx on the 5xx series of each status-labelled family); every latency histogram
+  observing `latency_factor` times the p95 objective; each other histogram observing above its
+  largest and below its smallest bucket; each gauge an alert reads set to each of
+  `gauge_values` and to each of `gauge_factors` times each number in those alerts (defaults:
+  10x traffic, 25% + 25% errors, twice the objective, 0, 1, -1, +-1e9, twice and half).
 A scenario that changes one family asks only the alerts reading it, over a timeline as long as
 theirs; the groups run in two promtool processes at once.
 
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_flow import proc
+from mlpipe_flow.checks.base import pct
 from mlpipe_flow.checks.promtext import (
     ERROR_NAME,
     LATENCY_NAME,
@@ -50,13 +53,28 @@ from mlpipe_flow.checks.promtext import (
 
 STATUS_CODE = re.compile(r"^[1-5]\d\d$")
 STATUS_CLASS = re.compile(r"^[1-5]xx$", re.I)
-SCENARIO_KINDS = {
-    "down": "the API is down (up == 0, its series stale)",
-    "errors": "half the requests fail (25% 4xx, 25% 5xx)",
-    "latency": "latency is twice the p95 objective",
-    "volume": "traffic stops or grows tenfold",
-    "model": "a model metric (confidence, score, drift) moves",
-}
+# the stress the drill applies (PromRulesParams holds them; these are its defaults)
+TRAFFIC_FACTOR = 10.0  # the high-volume scenario: this many times the healthy traffic
+ERROR_SHARE = 0.25  # the errors scenario: this share of all requests 4xx, as many 5xx
+LATENCY_FACTOR = 2.0  # latency histograms observe this many times the p95 objective
+GAUGE_VALUES = (0.0, 1.0, -1.0, 1e9, -1e9)  # each gauge an alert reads is set to each of these
+GAUGE_FACTORS = (2.0, 0.5)  # ... and to these multiples of each number in that alert
+
+
+def scenario_kinds(traffic_factor: float = TRAFFIC_FACTOR, error_share: float = ERROR_SHARE,
+                   latency_factor: float = LATENCY_FACTOR) -> dict[str, str]:
+    """What each scenario kind of `require` does, with the drill's numbers."""
+    return {
+        "down": "the API is down (up == 0, its series stale)",
+        "errors": (f"{pct(2 * error_share)} of the requests fail ({pct(error_share)} 4xx, "
+                   f"{pct(error_share)} 5xx)"),
+        "latency": f"latency is {latency_factor:g} times the p95 objective",
+        "volume": f"traffic stops or grows {traffic_factor:g}-fold",
+        "model": "a model metric (confidence, score, drift) moves",
+    }
+
+
+SCENARIO_KINDS = scenario_kinds()
 
 
 @dataclass
@@ -208,7 +226,10 @@ def _scenario_healthy(series: list[Series], per_good: float) -> dict[int, float]
 
 
 def scenarios(series: list[Series], gauge_literals: dict[str, set[float]], healthy_rps: float,
-              n_good: int, n_bad: int, slo_s: float) -> list[Scenario]:
+              n_good: int, n_bad: int, slo_s: float, *, traffic_factor: float = TRAFFIC_FACTOR,
+              error_share: float = ERROR_SHARE, latency_factor: float = LATENCY_FACTOR,
+              gauge_values: tuple[float, ...] = GAUGE_VALUES,
+              gauge_factors: tuple[float, ...] = GAUGE_FACTORS) -> list[Scenario]:
     """The healthy scenario first, then every stress scenario. `gauge_literals`: for each gauge
     family an alert reads, the numbers in those alerts."""
     per_good = healthy_rps / max(n_good, 1)
@@ -216,10 +237,12 @@ def scenarios(series: list[Series], gauge_literals: dict[str, set[float]], healt
     out = [Scenario("healthy", "healthy", rate=dict(healthy)),
            Scenario("down", "down", rate=dict(healthy), down=True),
            Scenario("no-traffic", "volume", rate={i: 0.0 for i in healthy}),
-           Scenario("traffic-x10", "volume", rate={i: 10 * r for i, r in healthy.items()})]
-    # errors: a quarter of all requests 4xx where the gate's bad requests landed, a quarter 5xx
+           Scenario(f"traffic-x{traffic_factor:g}", "volume",
+                    rate={i: traffic_factor * r for i, r in healthy.items()})]
+    # errors: `error_share` of all requests 4xx where the gate's bad requests landed, as many 5xx
     err = dict(healthy)
-    share = healthy_rps / 2  # R good + R/2 4xx + R/2 5xx requests/s
+    # R good + S 4xx + S 5xx requests/s with S = e * (R + 2S): S = R e / (1 - 2e) (R/2 at e = 25%)
+    share = healthy_rps * error_share / (1 - 2 * error_share)
     for i, s in enumerate(series):
         if s.template is not None:
             err[i] = s.template.good / max(n_good, 1) * share
@@ -235,7 +258,8 @@ def scenarios(series: list[Series], gauge_literals: dict[str, set[float]], healt
         unit = 1000.0 if re.search(r"millis|_ms(?:_|$)", fam) else 1.0
         targets: list[tuple[str, str, float]] = []
         if is_latency:
-            targets.append((f"latency-2x-slo:{fam}", "latency", 2 * slo_s * unit))
+            targets.append((f"latency-{latency_factor:g}x-slo:{fam}", "latency",
+                            latency_factor * slo_s * unit))
         else:
             kind = "model" if MODEL_NAME.search(fam) else "histogram"
             top = bounds[-1] if bounds else 1.0
@@ -252,8 +276,8 @@ def scenarios(series: list[Series], gauge_literals: dict[str, set[float]], healt
     for fam in gauge_fams:
         if fam not in gauge_literals:
             continue
-        candidates = sorted({0.0, 1.0, -1.0, 1e9, -1e9} | {
-            x * k for x in gauge_literals[fam] for k in (2.0, 0.5) if x != 0 and math.isfinite(x)})
+        candidates = sorted(set(gauge_values) | {
+            x * k for x in gauge_literals[fam] for k in gauge_factors if x != 0 and math.isfinite(x)})
         members = [i for i, s in enumerate(series) if s.family == fam]
         kind = "model" if MODEL_NAME.search(fam) else "gauge"
         for v in candidates:
@@ -366,7 +390,10 @@ def _timeline(alerts: list[Rule], record_lookback: float, interval_s: float,
 def run_drill(*, promtool: str, scratch: Path, rule_paths: list[Path], rules: list[Rule],
               obs: Observation, job_labels: dict[str, str], up_jobs: list[dict[str, str]],
               interval_s: float, eval_s: float, healthy_rps: float, slo_s: float,
-              timeout_s: float, max_lookback_s: float, max_for_s: float) -> DrillResult:
+              timeout_s: float, max_lookback_s: float, max_for_s: float,
+              traffic_factor: float = TRAFFIC_FACTOR, error_share: float = ERROR_SHARE,
+              latency_factor: float = LATENCY_FACTOR, gauge_values: tuple[float, ...] = GAUGE_VALUES,
+              gauge_factors: tuple[float, ...] = GAUGE_FACTORS) -> DrillResult:
     exposed = obs.after.names() | obs.good.names()
     family = {n: obs.after.family(n)[0] for n in exposed}
     alerts = [r for r in rules if r.kind == "alert"]
@@ -386,7 +413,10 @@ def run_drill(*, promtool: str, scratch: Path, rule_paths: list[Path], rules: li
     for a in alerts:
         for fam in reads[a.name]:
             gauge_literals.setdefault(fam, set()).update(literals(a.expr))
-    scs = scenarios(series, gauge_literals, healthy_rps, obs.n_good, obs.n_bad, slo_s)
+    scs = scenarios(series, gauge_literals, healthy_rps, obs.n_good, obs.n_bad, slo_s,
+                    traffic_factor=traffic_factor, error_share=error_share,
+                    latency_factor=latency_factor, gauge_values=gauge_values,
+                    gauge_factors=gauge_factors)
     healthy = scs[0]
     sels = selectors_per_alert(rules)
     read_by = {a: {i for i, s in enumerate(series)

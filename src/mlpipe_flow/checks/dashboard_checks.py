@@ -33,10 +33,32 @@ ERROR_MATCHER = re.compile(r'(?:status|code|outcome|result)\w*\s*(?:(?:=~|=)\s*"
                            r'|(?:!=|!~)\s*")', re.I)
 
 
+# what makes a query cover each topic (`_topics`), as the rule states it
+TOPICS = {
+    "requests": "request rate (`rate`, `irate` or `increase` of a `_total` or `_count` series)",
+    "latency": ("latency (a `_bucket`, `_sum` or `_count` series of a metric named with latency, "
+                "duration, seconds, millis, _ms or _time)"),
+    "errors": ("errors (a status/code/outcome/result label matcher selecting 4xx/5xx, err or fail, "
+               "or a negative one, or a metric named with error, fail or exception)"),
+    "model": ("the model (a metric named with prediction, confidence, score, accuracy, probab, "
+              "drift, psi, auc, rmse, mae, f1, precision or recall)"),
+}
+
+
 class DashboardParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dashboards: str = "monitoring/grafana/**/*.json"
     require: list[str] = Field(default_factory=lambda: ["requests", "latency", "errors", "model"])
+
+    def describe(self) -> str:
+        need = "; ".join(TOPICS.get(t, t) for t in self.require)
+        return (f"every JSON file matching `{self.dashboards}` must parse; those that are Grafana "
+                "dashboards (an object, or one wrapped in `{\"dashboard\": ...}`, with "
+                "`panels`, `rows` or `schemaVersion`) must have panels, and every panel but "
+                "text-like and row panels a PromQL query in `targets[].expr`. `promtool` "
+                "(required) must accept every query, with Grafana's `$__rate_interval`-style "
+                "macros and `$variables` replaced by plain values. Together the panels must "
+                f"cover: {need}.")
 
 
 def _topics(expr: str) -> set[str]:

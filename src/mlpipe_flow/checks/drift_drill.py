@@ -2,17 +2,19 @@
 at gate time, and asks the workspace's detector about each.
 
 Samples are drawn without replacement from the valid and test splits (rows the reference, the
-train split, does not hold), n = min(max_rows, 80% of them), feature columns only. For several
-features chosen at random (numeric and categorical), one sample each with that feature shifted:
+train split, does not hold), n = min(max_rows, pool_share of them), feature columns only. For
+several features chosen at random (numeric and categorical), one sample each with that feature
+shifted (defaults in brackets):
 
-- numeric: + delta standard deviations (train std), delta = max(shift_std, 10 * se) capped at
-  max_shift_std, se = sqrt(1/n_reference + 1/n): the shift a two-sample test at these sizes
-  detects with high power even after a Bonferroni correction over 30 features;
-- categorical: a share s = max(share, 3 * se) (at most 0.5) of the rows moved to another
-  category seen in train (not the most frequent one).
+- numeric: + delta standard deviations (train std), delta = max(shift_std, numeric_se * se)
+  capped at max_shift_std, se = sqrt(1/n_reference + 1/n): the shift a two-sample test at these
+  sizes detects with high power even after a Bonferroni correction over 30 features [0.5, 10, 1];
+- categorical: a share s = max(share, categorical_se * se) (at most max_share) of the rows moved
+  to another category seen in train (not the most frequent one) [20%, 3, 50%].
 
 Each shifted sample must be flagged (`drift_detected` true) with the shifted feature named in
-the result's `features`; at most max(1, 10% of the features) other features may be flagged.
+the result's `features`; at most max(min_extra, max_extra_share of the features) other features
+may be flagged [1, 10%].
 Several clean samples must not be flagged. The function `detect_drift(reference, current)`
 runs in one child process of the workspace's interpreter for every sample (`drift_probe.py`),
 then the command line runs once on a shifted and once on a clean sample: exit 1 and 0, its JSON
@@ -30,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow import proc
-from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.base import CheckContext, pct, result
 from mlpipe_flow.checks.drift_probe import flags
 from mlpipe_flow.models import CheckResult
 
@@ -41,13 +43,51 @@ class DriftDrillParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     script: str = "monitoring/drift_detection/detect_drift.py"
     shift_std: float = Field(default=0.5, gt=0, description="smallest numeric shift, in train std")
+    numeric_se: float = Field(default=10, ge=0, description="numeric shift floor, in standard "
+                              "errors of the two-sample mean difference (in train std)")
     max_shift_std: float = Field(default=1.0, gt=0)
     share: float = Field(default=0.2, gt=0, le=0.5, description="smallest share of rows moved")
+    categorical_se: float = Field(default=3, ge=0, description="share floor, in standard errors")
+    max_share: float = Field(default=0.5, gt=0, le=1, description="largest share of rows moved")
     numeric_features: int = Field(default=3, ge=0)
+    min_numeric_values: int = Field(default=5, ge=2, description="distinct values of a numeric "
+                                    "feature the drill may shift")
     categorical_features: int = Field(default=2, ge=0)
+    max_categories: int = Field(default=100, ge=2, description="categories of a categorical "
+                                "feature the drill may shift")
+    max_extra_share: float = Field(default=0.1, ge=0, le=1, description="other features a "
+                                   "shifted sample may flag, as a share of the features")
+    min_extra: int = Field(default=1, ge=0, description="other features a shifted sample may "
+                           "flag however few the features")
     clean_samples: int = Field(default=3, ge=1)
     max_rows: int = Field(default=2000, ge=50)
+    pool_share: float = Field(default=0.8, gt=0, le=1,
+                              description="rows per sample, as a share of the held-out rows")
     seed: int | None = Field(default=None, description="fixed seed (tests); default: fresh per run")
+
+    def describe(self) -> str:
+        return (f"the gate imports `{self.script}` in a child process of the workspace's "
+                "interpreter and calls `detect_drift(reference, current)` with the train split "
+                "(`data/splits/train.csv`, which must be the one phase 2 passed with) as "
+                f"`reference` and, as `current`, samples of n = min({self.max_rows:,}, "
+                f"{pct(self.pool_share)} of the valid+test rows) held-out rows (the feature "
+                "columns of `artifacts/model_meta.json` only) that it draws at gate time. For "
+                f"{self.numeric_features} numeric features (with {self.min_numeric_values}+ "
+                f"distinct values) and {self.categorical_features} categorical ones (at most "
+                f"{self.max_categories} categories) picked at random, it shifts one feature per "
+                f"sample: a numeric one by max({self.shift_std:g}, {self.numeric_se:g}·se) "
+                f"training standard deviations, at most {self.max_shift_std:g} "
+                "(se = sqrt(1/n_train + 1/n)); a categorical one by moving "
+                f"max({pct(self.share)}, {self.categorical_se:g}·se), at most "
+                f"{pct(self.max_share)}, of the rows to another category seen in training (not "
+                "the most frequent). Each shifted sample must give `drift_detected` true with "
+                "`\"drift\": true` in `features[<that feature>]` (or the feature listed in "
+                f"`drifted_features`) and at most max({self.min_extra}, "
+                f"{pct(self.max_extra_share)} of the features) other features flagged; each of "
+                f"{self.clean_samples} clean samples must give `drift_detected` false. Then "
+                f"`python {self.script} --reference data/splits/train.csv --current FILE.csv` "
+                "runs once on a shifted sample (exit 1, its JSON naming the feature) and once on "
+                "a clean one (exit 0, `drift_detected` false).")
 
 
 def _json_tail(text: str) -> dict[str, Any] | None:
@@ -68,22 +108,22 @@ def _json_tail(text: str) -> dict[str, Any] | None:
 def _plan(train: Any, pool: Any, features: list[str], params: DriftDrillParams,
           rng: Any) -> tuple[list[dict[str, Any]], int, float]:
     """The shifted samples to make: [{feature, kind, ...}], the sample size and se."""
-    n = max(1, min(params.max_rows, int(0.8 * len(pool))))
+    n = max(1, min(params.max_rows, int(params.pool_share * len(pool))))
     se = math.sqrt(1 / max(len(train), 1) + 1 / n)
     numeric, categorical = [], []
     for c in features:
         col = train[c]
         if col.dtype.kind in "biuf":
-            if col.nunique() >= 5 and float(col.std() or 0) > 0:
+            if col.nunique() >= params.min_numeric_values and float(col.std() or 0) > 0:
                 numeric.append(c)
-        elif 2 <= col.nunique() <= 100:
+        elif 2 <= col.nunique() <= params.max_categories:
             categorical.append(c)
     picks: list[dict[str, Any]] = []
-    delta = min(params.max_shift_std, max(params.shift_std, 10 * se))
+    delta = min(params.max_shift_std, max(params.shift_std, params.numeric_se * se))
     for c in rng.permutation(numeric)[: params.numeric_features]:
         picks.append({"feature": str(c), "kind": "numeric", "shift_std": round(delta, 3),
                       "shift": float(delta * train[c].std())})
-    share = min(0.5, max(params.share, 3 * se))
+    share = min(params.max_share, max(params.share, params.categorical_se * se))
     for c in rng.permutation(categorical)[: params.categorical_features]:
         counts = train[c].dropna().astype(str).value_counts()
         others = [str(v) for v in counts.index[1:]]
@@ -143,8 +183,9 @@ def drift_drill(ctx: CheckContext, params: DriftDrillParams) -> CheckResult:
     rng = np.random.default_rng(seed)
     picks, n, se = _plan(train, pool, features, params, rng)
     if not picks:
-        return result("error", "no feature the drill can shift (numeric with 5+ values or "
-                               "categorical with 2-100 categories)")
+        return result("error", "no feature the drill can shift (numeric with "
+                               f"{params.min_numeric_values}+ values or categorical with 2-"
+                               f"{params.max_categories} categories)")
     folder = Path(ctx.scratch or ctx.workspace) / f"drift-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     cases: list[dict[str, Any]] = []
@@ -184,7 +225,7 @@ def drift_drill(ctx: CheckContext, params: DriftDrillParams) -> CheckResult:
     ev: dict[str, Any] = {"seed": seed, "rows_per_sample": n, "reference_rows": len(train),
                           "se": round(se, 4), "samples": []}
     problems: list[str] = []
-    allowed_extra = max(1, int(0.1 * len(features)))
+    allowed_extra = max(params.min_extra, int(params.max_extra_share * len(features)))
     for case, out in zip(cases, got["results"], strict=False):
         desc = _describe(case)
         row = {"sample": desc, **{k: v for k, v in out.items() if k != "flags"},

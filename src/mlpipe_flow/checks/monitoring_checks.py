@@ -26,8 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpipe_flow import proc
 from mlpipe_flow.checks import alert_drill
-from mlpipe_flow.checks.alert_drill import SCENARIO_KINDS, Observation
-from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.alert_drill import (
+    ERROR_SHARE,
+    GAUGE_FACTORS,
+    GAUGE_VALUES,
+    LATENCY_FACTOR,
+    SCENARIO_KINDS,
+    TRAFFIC_FACTOR,
+    Observation,
+    scenario_kinds,
+)
+from mlpipe_flow.checks.base import CheckContext, pct, result
 from mlpipe_flow.checks.drift_drill import DriftDrillParams, drift_drill
 from mlpipe_flow.checks.promtext import (
     PROMETHEUS_SERIES,
@@ -48,6 +57,15 @@ from mlpipe_flow.models import CheckResult
 MOVING = ("counter", "histogram", "summary")
 WATCHDOG = re.compile(r"\s*vector\s*\(\s*1\s*\)\s*")
 BAD_BODIES = (b'{"records": [{}]}', b'{"rows": "not records"}', b'{"records": [')
+PROMETHEUS_PORT = "9090"  # a scrape job with a target on this port scrapes Prometheus itself
+
+
+def traffic_rule(requests: int) -> str:
+    """The gate's traffic on the live API (`observe`), as both monitoring checks state it."""
+    return ("the gate starts the API (`deployment/api/main.py`, as phase 4 does) and scrapes "
+            f"`/metrics` after warm-up requests, after {requests} valid single-record `/predict` "
+            f"requests (held-out rows it picks at gate time) and after {len(BAD_BODIES)} invalid "
+            "`/predict` bodies plus one GET of a path that does not exist")
 
 
 # --- the live API under the gate's traffic --------------------------------------------------------
@@ -182,7 +200,21 @@ class MetricsExposedParams(BaseModel):
     dashboards: str = "monitoring/grafana/**/*.json"
     rules: str = "monitoring/alerts/**/*.y*ml"
     requests: int = Field(default=30, ge=5, description="valid requests the gate sends")
+    max_extra_counts: int = Field(default=2, ge=0, description="counts the request counter may "
+                                  "rise beyond the requests sent (the gate's own scrapes)")
     ignore: list[str] = Field(default_factory=list, description="metrics not from the API")
+
+    def describe(self) -> str:
+        ignored = f", and {', '.join(f'`{n}`' for n in self.ignore)}" if self.ignore else ""
+        return (f"{traffic_rule(self.requests)}. Every metric that a dashboard (`{self.dashboards}`) "
+                f"or a rule (`{self.rules}`) reads must have samples on `/metrics` (a `# TYPE` line "
+                "alone is not a sample; a histogram counts with its `_bucket`, `_sum` and `_count` "
+                "series); Prometheus's own series (`up`, `ALERTS`, ...) and those a recording rule "
+                f"makes are exempt{ignored}. Every counter, histogram and summary among them must "
+                "rise under that traffic, and one counter they read must rise by at least the "
+                f"{self.requests + len(BAD_BODIES) + 1} requests sent between the first and last "
+                f"scrape and at most {self.max_extra_counts} more (the gate's own scrapes), with the "
+                "bad requests counted in series of their own (a status-code label).")
 
 
 def metrics_exposed(ctx: CheckContext, params: MetricsExposedParams) -> CheckResult:
@@ -225,7 +257,7 @@ def metrics_exposed(ctx: CheckContext, params: MetricsExposedParams) -> CheckRes
     # the request counter: rises by the requests sent (+ the gate's own scrapes at most)
     found: list[dict[str, Any]] = []
     for fam, rise in moves.items():
-        if after.types.get(fam) != "counter" or not (sent <= rise <= sent + 2):
+        if after.types.get(fam) != "counter" or not (sent <= rise <= sent + params.max_extra_counts):
             continue
         names = {fam, fam + "_total"}
         bad_only = 0.0
@@ -264,8 +296,70 @@ class PromRulesParams(BaseModel):
     default_p95_ms: float = Field(default=100, gt=0)
     max_lookback_h: float = Field(default=26, gt=0, description="longest window + offset drilled")
     max_for_h: float = Field(default=6, gt=0, description="longest `for` an alert may wait")
+    traffic_factor: float = Field(default=TRAFFIC_FACTOR, gt=1,
+                                  description="the high-volume scenario's multiple of healthy traffic")
+    error_share: float = Field(default=ERROR_SHARE, gt=0, lt=0.5,
+                               description="share of all requests 4xx, and as many 5xx, in the "
+                                           "errors scenario")
+    latency_factor: float = Field(default=LATENCY_FACTOR, gt=0,
+                                  description="latency observed, in multiples of the p95 objective")
+    gauge_values: list[float] = Field(default_factory=lambda: list(GAUGE_VALUES),
+                                      description="values each gauge an alert reads is set to")
+    gauge_factors: list[float] = Field(default_factory=lambda: list(GAUGE_FACTORS),
+                                       description="multiples of each number in an alert that "
+                                                   "the gauges it reads are set to")
     require: list[str] = Field(default_factory=lambda: list(SCENARIO_KINDS),
                                description="scenario kinds some alert must fire in")
+
+    def scenario_kinds(self) -> dict[str, str]:
+        return scenario_kinds(self.traffic_factor, self.error_share, self.latency_factor)
+
+    def describe(self) -> str:
+        values = ", ".join(_number(v) for v in self.gauge_values)
+        factors = " and ".join(_number(f) for f in self.gauge_factors)
+        kinds = self.scenario_kinds()
+        tests = ("; rule unit tests in promtool's format (a file with `tests:` matching "
+                 f"`{self.rules}`) must exist, test only rule files that `rule_files` loads and "
+                 "show every alert firing (an `alert_rule_test` with `exp_alerts`)"
+                 ) if self.require_rule_tests else ""
+        text = (f"`promtool` must be installed and pass `promtool check rules` on every rule file "
+                f"matching `{self.rules}`, `promtool check config {self.config}` and "
+                f"`promtool test rules` on each rule test file. `{self.config}`'s `rule_files` "
+                "(paths relative to it) must load every rule file, and each alert needs a "
+                f"`severity` label and a `summary` or `description` annotation{tests}; a dead "
+                "man's switch (`expr: vector(1)`) is exempt from that and from the drill.")
+        if not self.drill:
+            return text
+        return (f"{text} The API's scrape job (the first job that does not scrape Prometheus "
+                f"itself: named `prometheus` or with a :{PROMETHEUS_PORT} target) must scrape "
+                "`/metrics` on a port that the API's Service in `deployment/k8s/` exposes. The "
+                f"drill: the gate sends the live API {self.requests} valid and "
+                f"{len(BAD_BODIES) + 1} bad requests, as the metrics check does, and from each "
+                "series' name, type, labels and how it moved writes its own promtool tests at "
+                "your `scrape_interval` and `evaluation_interval`, with the job's `job`/`instance` "
+                f"labels and `up`. Healthy: the measured request mix at {pct(self.healthy_share)} "
+                "of `serving.throughput_rps` in `ml-spec.yaml` "
+                f"({self.default_throughput_rps:g} req/s if unset), gauges at their live values: "
+                "no alert may fire. After a healthy history as long as the longest window plus "
+                f"offset the rules read (which may not exceed {self.max_lookback_h:g} h), one "
+                "stress per scenario: the API down (`up` 0, its series stale); no traffic; "
+                f"{self.traffic_factor:g} times the traffic; errors ({pct(self.error_share)} of "
+                "all requests 4xx in the series the gate's bad requests moved, "
+                f"{pct(self.error_share)} 5xx on the 5xx series, `status=\"500\"` or "
+                "`\"5xx\"`, of each status-labelled counter); latency histograms (named with "
+                "latency, duration, seconds, millis, _ms or _time) observing "
+                f"{self.latency_factor:g} times the p95 objective (`serving.latency_p95_ms`, "
+                f"{self.default_p95_ms:g} ms if unset); other histograms observing above their "
+                "largest and below their smallest bucket; each gauge an alert reads set to "
+                f"{values} and to {factors} times each number in that alert. Every alert must "
+                f"fire in some stress scenario (one waiting `for` more than {self.max_for_h:g} h "
+                "cannot), and some alert must fire when "
+                + "; when ".join(kinds.get(k, k) for k in self.require) + ".")
+
+
+def _number(v: float) -> str:
+    """A drill value as a rule states it: 1e9, not 1e+09."""
+    return f"{v:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def _promtool() -> str | None:
@@ -292,7 +386,8 @@ def _api_job(cfg: dict[str, Any]) -> ApiJob | None:
         targets = [str(t) for sc in j.get("static_configs") or [] for t in (sc.get("targets") or [])]
         up = {"job": str(j["job_name"]), "instance": targets[0] if targets else f"{j['job_name']}:80"}
         ups.append(up)
-        self_scrape = j["job_name"] == "prometheus" or any(t.endswith(":9090") for t in targets)
+        self_scrape = j["job_name"] == "prometheus" or any(t.endswith(f":{PROMETHEUS_PORT}")
+                                                             for t in targets)
         if api is None and not self_scrape:
             api = {**j, "_up": up, "_targets": targets}
     if api is None:
@@ -437,7 +532,10 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
         promtool=promtool, scratch=scratch, rule_paths=rule_paths, rules=rules, obs=obs,
         job_labels=job.labels, up_jobs=job.ups, interval_s=job.interval_s, eval_s=eval_s,
         healthy_rps=rps * params.healthy_share, slo_s=slo_s, timeout_s=max(60.0, ctx.timeout_s / 2),
-        max_lookback_s=params.max_lookback_h * 3600, max_for_s=params.max_for_h * 3600)
+        max_lookback_s=params.max_lookback_h * 3600, max_for_s=params.max_for_h * 3600,
+        traffic_factor=params.traffic_factor, error_share=params.error_share,
+        latency_factor=params.latency_factor, gauge_values=tuple(params.gauge_values),
+        gauge_factors=tuple(params.gauge_factors))
     tl = drill.timeline
     ev["drill"] = {"job": job.name, "scrape_interval_s": job.interval_s, "evaluation_interval_s": eval_s,
                    "healthy_rps": rps * params.healthy_share, "p95_objective_s": slo_s,
@@ -471,7 +569,7 @@ def _drill(ctx: CheckContext, params: PromRulesParams, promtool: str, cfg: dict[
     uncovered = [k for k in params.require if k not in fired_kinds]
     if uncovered:
         return result("failed", "no alert fires when " + "; nor when ".join(
-            SCENARIO_KINDS.get(k, k) for k in uncovered), **ev)
+            params.scenario_kinds().get(k, k) for k in uncovered), **ev)
     return result("passed", f"promtool: config, {len(rule_paths)} rule file(s) and the rule tests pass; "
                             f"drill: each of {len(alerts)} alert(s) fires under stress, none on healthy "
                             f"traffic ({len(drill.scenarios)} scenarios)", **ev)

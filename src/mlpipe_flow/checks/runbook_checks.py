@@ -24,6 +24,16 @@ class RunbookParams(BaseModel):
     min_words: int = Field(default=30, ge=1, description="words in each alert's entry")
     min_steps: int = Field(default=2, ge=0, description="list items or commands in each entry")
 
+    def describe(self) -> str:
+        return (f"`{self.guide}` must have a section whose heading contains \"Runbook\", with an "
+                f"entry for every alert in `{self.rules}` (a subsection whose heading names the "
+                f"alert, or text naming it): each with at least {self.min_words} words "
+                f"({self.min_words // 2} distinct; the alert names do not count) and at least "
+                f"{self.min_steps} steps (list items or `commands`), no two entries the same text "
+                "with the name changed. The section may hold no placeholder (TODO, TBD, FIXME, "
+                "\"to be written\", ...) and must say how to roll back the model (\"roll back\" "
+                "or \"rollback\").")
+
 
 def _sections(text: str) -> list[tuple[int, str, int, int]]:
     """(level, heading, start, end) of each ATX heading's section (outside code fences)."""
