@@ -42,7 +42,9 @@ EDA_CELLS: list[tuple[str, str]] = [
              "ax.set_title(f'{target}')\n"
              "plt.show()"),
     ("markdown", "## Numeric features"),
-    ("code", "numeric = [c for c in spec['feature_columns'] if pd.api.types.is_numeric_dtype(df[c])]\n"
+    ("code", "# True/False columns read as bool: counted as categories, not histogrammed\n"
+             "numeric = [c for c in spec['feature_columns'] if pd.api.types.is_numeric_dtype(df[c])\n"
+             "           and not pd.api.types.is_bool_dtype(df[c])]\n"
              "print(df[numeric].describe().T.round(3).to_string() if numeric else 'no numeric features')\n"
              "if numeric:\n"
              "    shown = numeric[:8]\n"

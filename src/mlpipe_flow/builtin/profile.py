@@ -43,9 +43,14 @@ def is_id_like(name: str, s: pd.Series) -> bool:
     values = s.dropna()
     if len(values) == 0:
         return False
+    if name.startswith("Unnamed: "):  # a blank header: a pandas index written by to_csv()
+        return True
     unique_share = values.nunique() / len(values)
     if set(tokens(name)) & ID_TOKENS and unique_share >= 0.9:
         return True
+    if pd.api.types.is_integer_dtype(s) and unique_share == 1.0 and len(values) > 20 \
+            and int(values.max()) - int(values.min()) + 1 == len(values):
+        return True  # a row counter: consecutive integers, one per row, in any order
     numeric = pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
     # free text unique on every row (names, e-mails): an identifier, not a feature
     return (not numeric and unique_share == 1.0 and len(values) > 20
