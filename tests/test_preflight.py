@@ -51,8 +51,14 @@ def test_duplicate_column_names(tmp_path: Path) -> None:
             needles=("duplicate column names", "'age' at columns 2, 3"))
 
 
-def test_a_pandas_index_column(tmp_path: Path) -> None:
-    f = table(tmp_path / "indexed.csv", ",age,y", [f"{i},{i * 2},{i % 2}" for i in range(40)])
+def test_an_unnamed_column(tmp_path: Path) -> None:
+    f = table(tmp_path / "unnamed.csv", "age,,y", [f"{i * 2},{i % 7},{i % 2}" for i in range(40)])
+    refused(tmp_path / "ws", "predict y", "--data", str(f), "--runner", "builtin",
+            needles=("column 2 has no name",))
+
+
+def test_an_unnamed_first_column_that_is_not_a_row_counter(tmp_path: Path) -> None:
+    f = table(tmp_path / "indexed.csv", ",age,y", [f"{i * 3},{i * 2},{i % 2}" for i in range(40)])
     refused(tmp_path / "ws", "predict y", "--data", str(f), "--runner", "builtin",
             needles=("column 1 has no name", "index=False"))
 
@@ -110,3 +116,31 @@ def test_a_sqlite_table_or_file_that_does_not_exist(tmp_path: Path) -> None:
             "--runner", "builtin", needles=("has no table 'clients'", "it has: customers"))
     refused(tmp_path / "ws", "predict y", "--data", f"sqlite:///{tmp_path}/nope.db?table=t",
             "--runner", "builtin", needles=("no SQLite database at", "nope.db"))
+
+
+@pytest.mark.parametrize(("url", "needles"), [
+    ("postgresql+psycopg://analyst:s3cret-pw@127.0.0.1:1/crm",
+     ("names nothing to read", "?table=NAME")),
+    ("postgresql+psycopg://analyst:s3cret-pw@127.0.0.1:1/crm?table=customers",
+     ("cannot connect to the database", "127.0.0.1", "port 1")),
+    ("postgresql+psycopg2://analyst:s3cret-pw@127.0.0.1:1/crm?table=customers",
+     ("cannot load the database driver", "psycopg2", "postgresql+psycopg://")),
+    ("nosuchdb://analyst:s3cret-pw@127.0.0.1:1/crm?table=customers",
+     ("not a database URL SQLAlchemy can use",)),
+])
+def test_a_database_server_is_asked_before_anything(tmp_path: Path, url: str,
+                                                     needles: tuple[str, ...]) -> None:
+    """A server's URL is checked through the gates' interpreter (a child process: mlpipe does not
+    import SQLAlchemy or a driver itself); the password is never shown. A live server's missing
+    table: tests/test_postgres_source.py."""
+    line = refused(tmp_path / "ws", "predict churn", "--data", url, "--runner", "builtin",
+                   needles=("analyst:***@127.0.0.1:1/crm", *needles))
+    assert "s3cret-pw" not in line
+
+
+def test_data_too_sparse_for_the_completeness_gate(tmp_path: Path) -> None:
+    rows = [f"{i},{'' if i % 3 else i},{'' if i % 2 else 'a'},{i % 2}" for i in range(60)]
+    f = table(tmp_path / "sparse.csv", "id,x,c,y", rows)
+    refused(tmp_path / "ws", "predict y", "--data", str(f), "--runner", "builtin",
+            needles=("of its cells hold a value", "phase2's check 'completeness'",
+                     "more than 95%"))

@@ -8,6 +8,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from mlpipe_flow.errors import DataError
 from mlpipe_flow.state import UMASK, DataRef, file_sha256
@@ -27,7 +28,26 @@ def mask_url(url: str) -> str:
 
 
 def mask_secrets(text: str, url: str | None) -> str:
-    return text.replace(url, mask_url(url)) if url else text
+    """`text` with `url` masked, and its password too wherever it appears on its own (as
+    written in the URL or decoded), e.g. in a driver's message; a password shorter than 4
+    characters is left alone there (masking it would garble the text, not protect it)."""
+    if not url:
+        return text
+    text = text.replace(url, mask_url(url))
+    for secret in url_passwords(url):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def url_passwords(url: str) -> list[str]:
+    """The password of a URL as written (percent-encoded) and decoded; [] when it has none."""
+    from urllib.parse import unquote
+
+    m = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:([^@]*)@", url)
+    if not m or not m.group(1):
+        return []
+    return sorted({m.group(1), unquote(m.group(1))}, key=len, reverse=True)
 
 
 def check_data(value: str) -> None:
@@ -121,19 +141,30 @@ def split_sql_url(url: str) -> tuple[str, str | None, str | None]:
     return (f"{base}?{rest}" if rest else base), table, query
 
 
+# The children below get the URL on stdin, never in argv: a command line is visible to every
+# user of the machine (ps), and the URL may hold a password.
 SNAPSHOT = """
+import json
 import sys
+
 import pandas as pd
 import sqlalchemy as sa
-engine_url, table, query, dest = sys.argv[1:5]
-engine = sa.create_engine(engine_url)
+
+args = json.loads(sys.stdin.read())
+engine = sa.create_engine(args["engine_url"])
 try:
+    table, query = args["table"], args["query"]
     sql = sa.text(query) if query else sa.select(sa.text("*")).select_from(sa.table(table))
     with engine.connect() as conn:
-        frame = pd.read_sql(sql, conn)
+        frame = pd.read_sql(sql, conn)  # coerce_float: a numeric column's Decimals are floats
+except Exception as e:  # one line, the driver's own words (pandas wraps SQLAlchemy's error)
+    cause = e.__cause__ if isinstance(e, pd.errors.DatabaseError) and e.__cause__ else e
+    orig = getattr(cause, "orig", None) or cause
+    first = (str(orig).strip().splitlines() or [""])[0]
+    sys.exit(f"{type(orig).__name__}: {first}")
 finally:
     engine.dispose()
-frame.to_csv(dest, index=False)
+frame.to_csv(args["dest"], index=False)
 print(len(frame))
 """
 
@@ -142,6 +173,8 @@ def snapshot_url(url: str, dest: Path, python: str, timeout_s: float = 600) -> s
     """Copy the rows a database URL names into `dest` (CSV), in a child process of `python`;
     returns why it could not (None when it did). The gates compare the splits with these rows:
     what the database held when the run started, not what it holds when a gate runs."""
+    import json
+
     from mlpipe_flow import proc
 
     engine_url, table, query = split_sql_url(url)
@@ -149,8 +182,9 @@ def snapshot_url(url: str, dest: Path, python: str, timeout_s: float = 600) -> s
         return "the URL names no ?table= or ?query="
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
-    res = proc.run([python, "-c", SNAPSHOT, engine_url, table or "", query or "", str(tmp)],
-                   cwd=dest.parent, timeout_s=timeout_s,
+    args = {"engine_url": engine_url, "table": table, "query": query, "dest": str(tmp)}
+    res = proc.run([python, "-c", SNAPSHOT], cwd=dest.parent, timeout_s=timeout_s,
+                   stdin_text=json.dumps(args),
                    env=proc.scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1"}))
     if not res.ok:
         tmp.unlink(missing_ok=True)
@@ -158,6 +192,92 @@ def snapshot_url(url: str, dest: Path, python: str, timeout_s: float = 600) -> s
         return mask_secrets(f"{res.describe()}: {' '.join(tail)}", url)[:300]
     os.replace(tmp, dest)
     return None
+
+
+PROBE_MARK = "MLPIPE-PROBE "
+PROBE = """
+import json
+import sys
+
+
+args = json.loads(sys.stdin.read())
+
+
+def done(**answer):
+    print(args["mark"] + json.dumps(answer), flush=True)
+    sys.exit(0)
+
+
+table, query = args["table"], args["query"]
+try:
+    import sqlalchemy as sa
+    from sqlalchemy import exc
+except ImportError as e:
+    done(problem="driver", detail=str(e))
+try:
+    url = sa.engine.make_url(args["engine_url"])
+    kwargs = {}
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        kwargs["connect_args"] = {"connect_timeout": 20}
+    engine = sa.create_engine(url, **kwargs)
+except (exc.ArgumentError, exc.NoSuchModuleError, ValueError) as e:
+    done(problem="url", detail=(str(e).strip().splitlines() or [""])[0])
+except ImportError as e:
+    done(problem="driver", detail=str(e), backend=url.get_backend_name())
+connected = False
+try:
+    with engine.connect() as conn:
+        connected = True
+        if table:
+            inspector = sa.inspect(conn)
+            views = inspector.get_view_names()
+            if not inspector.has_table(table) and table not in views:
+                done(problem="table", names=sorted({*inspector.get_table_names(), *views}))
+            columns = [c["name"] for c in inspector.get_columns(table)]
+        else:
+            res = conn.execute(sa.text(f"SELECT * FROM ({query}) AS q LIMIT 0"))
+            columns = list(res.keys())
+except exc.DBAPIError as e:
+    first = (str(e.orig).strip().splitlines() or [""])[0]
+    done(problem="query" if connected else "connect", detail=f"{type(e.orig).__name__}: {first}")
+finally:
+    engine.dispose()
+done(columns=[str(c) for c in columns])
+"""
+
+
+def probe_url(url: str, python: str, timeout_s: float = 90) -> dict[str, Any]:
+    """Ask the database a URL names, in a child process of `python` (mlpipe itself imports no
+    SQLAlchemy or driver), whether its `?table=` exists, or its `?query=` runs: the answer is
+    `{"columns": [...]}`, or `{"problem": "url"|"driver"|"connect"|"table"|"query"|"probe",
+    "detail": ..., "names": [the tables there, for "table"]}` with the password masked.
+    Nothing is written: the child runs in a temporary folder that is removed afterwards."""
+    import json
+
+    from mlpipe_flow import proc
+
+    engine_url, table, query = split_sql_url(url)
+    args = {"engine_url": engine_url, "table": table, "query": query, "mark": PROBE_MARK}
+    with tempfile.TemporaryDirectory(prefix="mlpipe-probe-") as scratch:
+        res = proc.run([python, "-c", PROBE], cwd=Path(scratch), timeout_s=timeout_s,
+                       stdin_text=json.dumps(args),
+                       env=proc.scrubbed_env(extra={"PYTHONDONTWRITEBYTECODE": "1"}))
+    for line in reversed(res.output.splitlines()):
+        if line.startswith(PROBE_MARK):
+            try:
+                answer = json.loads(line[len(PROBE_MARK):])
+            except ValueError:
+                break
+            if isinstance(answer, dict):
+                if "detail" in answer:
+                    answer["detail"] = mask_secrets(str(answer["detail"]), url)[:300]
+                return answer
+    if res.timed_out:
+        detail = f"no answer within {timeout_s:.0f} s"
+    else:
+        tail = [ln for ln in res.output.splitlines() if ln.strip()][-1:]
+        detail = mask_secrets(f"{res.describe()}: {' '.join(tail)}", url)[:300]
+    return {"problem": "probe", "detail": detail}
 
 
 def data_url(workspace: Path) -> str | None:

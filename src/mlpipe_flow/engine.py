@@ -94,7 +94,8 @@ class Engine:
         preflight.check_python(self.config)
         self.settle_data()
         if self.opts.data and not data_mod.is_url(self.opts.data):
-            preflight.check_table(self.opts.data, self.opts.target)
+            preflight.check_table(self.opts.data, self.opts.target,
+                                  preflight.completeness_rule(self.wf))
         selected = self.select_phases()
         self.runner = make_runner(self.config.runner, self.config)
         self.state = self.load_or_create_state()  # in memory only: a resume is checked here
@@ -255,7 +256,7 @@ class Engine:
         if not value:
             return
         if data_mod.is_url(value):
-            self.opts.data = preflight.settle_url(value)
+            self.opts.data = preflight.settle_url(value, self.config.python, self.opts.target)
             return
         if self.opts.fresh or Path(value).expanduser().exists():
             data_mod.check_data(value)

@@ -4,9 +4,10 @@ the value and what to do (exit 2); the workspace is untouched.
 
 The table checks read the CSV header with the csv module and, with --target, that one column;
 a Parquet file's names come from its schema. They refuse what no later phase could use:
-duplicate column names, an unnamed column (a pandas index written by `to_csv()` without
-`index=False`), a semicolon-separated file, and a target class with fewer rows than a
-stratified train/valid/test split and 5-fold cross-validation need.
+duplicate column names, an unnamed column (but a first one counting 0, 1, 2, ...: a pandas
+index written by `to_csv()`, which agents keep as an identifier), a semicolon-separated file,
+and a target class with fewer rows than a stratified train/valid/test split and 5-fold
+cross-validation need.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import re
 import sqlite3
 from collections import Counter
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from mlpipe_flow import proc
 from mlpipe_flow.config import Config
 from mlpipe_flow.errors import ConfigError, DataError, UsageError
+from mlpipe_flow.workflow import Workflow
 
 #: rows a class needs: 5 folds of cross-validation on train+valid (85%) with 2 rows each
 MIN_CLASS_ROWS = 10
@@ -47,12 +50,18 @@ def check_python(config: Config) -> None:
 SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?$")
 
 
-def settle_url(value: str) -> str:
+def settle_url(value: str, python: str | None = None, target: str | None = None) -> str:
     """A SQLite URL made absolute against the current folder (`sqlite:///crm.db` means ./crm.db
     where the user typed it, not in the workspace the agents run in), after checking the file
-    and its `?table=` exist; other URLs are returned as given (their server is asked later)."""
+    and its `?table=` exist. Any other URL is returned as given; given `python` (the gates'
+    interpreter, which has SQLAlchemy and the drivers), its database is asked first
+    (check_server_url)."""
     m = SQLITE_URL.match(value)
-    if m is None or not m.group(2):
+    if m is None:
+        if python is not None:
+            check_server_url(value, python, target)
+        return value
+    if not m.group(2):
         return value
     prefix, name, query = m.group(1), m.group(2), m.group(3) or ""
     path = Path(name).expanduser().absolute()
@@ -74,7 +83,70 @@ def settle_url(value: str) -> str:
     return f"{prefix}{path}{query}"
 
 
-def check_table(value: str, target: str | None) -> None:
+def check_server_url(value: str, python: str, target: str | None = None) -> None:
+    """A database server's URL (PostgreSQL, MySQL, ...) must name what to read, and `python`
+    must reach it with its driver and find the `?table=` (or run the `?query=` with LIMIT 0);
+    with --target, the target must be one of its columns. The question is asked in a child
+    process (data.probe_url); every message shows the URL with its password masked."""
+    from mlpipe_flow.data import mask_url, probe_url, split_sql_url
+
+    _, table, query = split_sql_url(value)
+    shown = mask_url(value)
+    if not table and not query:
+        raise DataError(f"--data {shown}: the URL names nothing to read; add ?table=NAME or "
+                        "?query=SELECT ... (URL-encoded)")
+    answer = probe_url(value, python)
+    problem, detail = answer.get("problem"), str(answer.get("detail") or "")
+    if problem == "driver":
+        hint = ("say postgresql+psycopg:// (psycopg 3, in mlpipe's [ml] extra), or install "
+                "psycopg2 there" if "'psycopg2" in detail else
+                "install it there: pip install 'psycopg[binary]' (in mlpipe's [ml] extra)"
+                if "'psycopg" in detail else
+                "install the driver the URL names into that interpreter")
+        raise DataError(f"--data {shown}: {python} cannot load the database driver ({detail}); "
+                        f"{hint}")
+    if problem == "url":
+        raise DataError(f"--data {shown}: not a database URL SQLAlchemy can use ({detail})")
+    if problem == "connect":
+        raise DataError(f"--data {shown}: cannot connect to the database: {detail}")
+    if problem == "table":
+        names = [str(n) for n in answer.get("names") or []]
+        near = [n for n in names if n.lower() == str(table).lower()]
+        hint = (f"; names are case-sensitive: did you mean {near[0]!r}?" if near else
+                "; name one with ?table=NAME")
+        raise DataError(f"--data {shown}: the database has no table {table!r} (it has: "
+                        f"{', '.join(names[:10]) + (', ...' if len(names) > 10 else '') or 'no tables'})"
+                        f"{hint}")
+    if problem == "query":
+        raise DataError(f"--data {shown}: the ?query= does not run on the database: {detail}")
+    if problem is not None or not isinstance(answer.get("columns"), list):
+        raise DataError(f"--data {shown}: could not ask the database for its table ({detail})")
+    columns = [str(c) for c in answer["columns"]]
+    _check_names(shown, columns)
+    if target is not None:
+        _check_target(shown, columns, target)
+
+
+@dataclass(frozen=True)
+class CompletenessRule:
+    """A gate's floor on the share of non-missing cells (phase 2's `completeness`): data below
+    it cannot pass, since the splits hold the raw cells as they are."""
+
+    phase: str
+    check: str
+    min_completeness: float
+
+
+def completeness_rule(wf: Workflow) -> CompletenessRule | None:
+    for phase in wf.phases:
+        for check in wf.gates[phase.gate].checks:
+            if check.kind == "splits_completeness":
+                floor = float(check.params.get("min_completeness", 0.95))
+                return CompletenessRule(phase.id, check.id, floor)
+    return None
+
+
+def check_table(value: str, target: str | None, rule: CompletenessRule | None = None) -> None:
     """The data file's columns (and the target's classes) before anything is staged."""
     path = Path(value).expanduser()
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -92,10 +164,64 @@ def check_table(value: str, target: str | None) -> None:
         raise DataError(f"--data {value}: looks semicolon-separated (header {header[0][:60]!r}); "
                         "mlpipe reads comma-separated CSV: convert it, e.g. pandas.read_csv(f, "
                         "sep=';', decimal=',').to_csv(out, index=False)")
-    _check_names(value, header)
+    index_column = header[0].strip() == "" and _row_counter(path, 0)
+    _check_names(value, header[1:] if index_column else header, offset=int(index_column))
     if target is not None:
         _check_target(value, header, target)
         _check_classes(value, path, header.index(target), target)
+    if rule is not None:
+        _check_completeness(value, path, rule)
+
+
+def _width(path: Path) -> int:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return len(next(csv.reader(f), []))
+
+
+MISSING = frozenset({"", "NA", "NaN", "nan", "null"})  # as the completeness check counts them
+
+
+def _check_completeness(value: str, path: Path, rule: CompletenessRule) -> None:
+    """Over the columns that hold a value at all: an empty column is no feature (an agent drops
+    it; an empty target is refused by name later)."""
+    rows_seen = 0
+    missing: Counter[int] = Counter()
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f)
+        next(rows, None)
+        for row in rows:
+            rows_seen += 1
+            for i, v in enumerate(row):
+                if v.strip() in MISSING:
+                    missing[i] += 1
+    kept = [n for n in missing.values() if n < rows_seen]
+    width = len(missing) - len(kept)  # columns empty throughout, left out
+    cells = rows_seen * (_width(path) - width)
+    missing_cells = sum(kept)
+    share = 1 - missing_cells / cells if cells else 1.0
+    if share <= rule.min_completeness:
+        raise DataError(f"--data {value}: only {share:.1%} of its cells hold a value "
+                        f"({missing_cells:,} of {cells:,} missing); {rule.phase}'s check "
+                        f"{rule.check!r} needs more than {rule.min_completeness:.0%} of the "
+                        "splits' cells, which keep the "
+                        "raw cells as they are: fill or drop the sparse columns or rows first, "
+                        "or lower min_completeness in your workflow's gate")
+
+
+def _row_counter(path: Path, index: int) -> bool:
+    """The column holds 0, 1, 2, ... in order: a pandas index written by `to_csv()` (pandas
+    reads it back as `Unnamed: 0`; agents keep it as an identifier, never a feature)."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f)
+        next(rows, None)
+        expected = 0
+        for row in rows:
+            if not row:
+                continue
+            if index >= len(row) or row[index].strip() != str(expected):
+                return False
+            expected += 1
+    return expected > 0
 
 
 def _check_text(value: str, path: Path) -> None:
@@ -134,8 +260,8 @@ def _parquet_names(path: Path) -> list[str]:
         raise DataError(f"--data {path}: not a readable Parquet file ({str(e)[:120]})") from None
 
 
-def _check_names(value: str, names: list[str]) -> None:
-    blank = [i + 1 for i, n in enumerate(names) if not n.strip()]
+def _check_names(value: str, names: list[str], offset: int = 0) -> None:
+    blank = [i + 1 + offset for i, n in enumerate(names) if not n.strip()]
     if blank:
         what = ("a pandas index written by to_csv() without index=False" if blank == [1]
                 else "columns need names")
@@ -144,7 +270,8 @@ def _check_names(value: str, names: list[str]) -> None:
                         "index: index=False)")
     dup = [n for n, k in Counter(names).items() if k > 1]
     if dup:
-        where = "; ".join(f"{n!r} at columns {', '.join(str(i + 1) for i, m in enumerate(names) if m == n)}"
+        where = "; ".join(f"{n!r} at columns "
+                          f"{', '.join(str(i + 1 + offset) for i, m in enumerate(names) if m == n)}"
                           for n in dup[:3])
         raise DataError(f"--data {value}: duplicate column names: {where}; give each column its "
                         "own name")

@@ -31,6 +31,7 @@ URL_FILE = ".mlpipe/data-url"
 NUMERIC_TEXT_SHARE = 1.0  # an object column whose non-blank values all parse as numbers
 RETRY_ATTEMPTS = 4
 RETRY_BASE_DELAY_S = 0.5
+CONNECT_TIMEOUT_S = 20  # PostgreSQL: seconds to wait for a connection (libpq waits forever)
 
 
 class DataLoadError(ValueError):
@@ -122,16 +123,19 @@ def read_sql(url: str, attempts: int = RETRY_ATTEMPTS) -> pd.DataFrame:
         if db and db != ":memory:" and not Path(db).is_file():
             raise DataLoadError(f"cannot reach database {shown}: {db} does not exist")
     try:
-        engine = sa.create_engine(engine_url)
-    except (exc.ArgumentError, exc.NoSuchModuleError, ModuleNotFoundError) as e:
+        parsed = sa.engine.make_url(engine_url)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}  # else: no limit
+        engine = sa.create_engine(parsed, **kwargs)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ModuleNotFoundError, ValueError) as e:
         raise DataLoadError(f"cannot use database URL {shown}: {e}") from None
-    sql = sa.text(query) if query else sa.select(sa.text("*")).select_from(sa.table(table or ""))
     delay = RETRY_BASE_DELAY_S
     try:
         for attempt in range(1, attempts + 1):
             try:
                 with engine.connect() as conn:
-                    df = pd.read_sql(sql, conn)
+                    df = read_frame(conn, read_statement(conn, table, query))
                 return _check_table(df, f"{shown} ({table or 'query'})")
             except (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError,
                     exc.TimeoutError) as e:
@@ -146,6 +150,38 @@ def read_sql(url: str, attempts: int = RETRY_ATTEMPTS) -> pd.DataFrame:
     finally:
         engine.dispose()
     raise AssertionError("unreachable")
+
+
+def read_frame(conn: Any, sql: Any) -> pd.DataFrame:
+    """The rows as a frame; coerce_float: a NUMERIC column's Decimal values become floats.
+    pandas wraps a failing statement's SQLAlchemy error in its own DatabaseError: unwrapped
+    here, so a missing table or a lost connection is told (and retried) as what it is."""
+    try:
+        return pd.read_sql(sql, conn, coerce_float=True)
+    except pd.errors.DatabaseError as e:
+        if isinstance(e.__cause__, Exception):
+            raise e.__cause__ from None
+        raise
+
+
+def read_statement(conn: Any, table: str | None, query: str | None) -> Any:
+    """The statement that reads the source. A database server returns a table's rows in no
+    promised order (PostgreSQL's changes as rows are updated), so a table with a primary key is
+    read in its order: the same rows give the same frame, snapshot hash and splits. SQLite
+    reads a table in rowid order already, and a ?query= says its own order."""
+    import sqlalchemy as sa
+    from sqlalchemy import exc
+
+    if query:
+        return sa.text(query)
+    sql = sa.select(sa.text("*")).select_from(sa.table(table or ""))
+    if conn.dialect.name == "sqlite":
+        return sql
+    try:
+        keys = sa.inspect(conn).get_pk_constraint(table or "").get("constrained_columns") or []
+    except exc.NoSuchTableError:
+        keys = []  # reading it says so, in the driver's words
+    return sql.order_by(*(sa.column(k) for k in keys)) if keys else sql
 
 
 def _transient(e: Exception) -> bool:
