@@ -432,7 +432,12 @@ def _claims(card: Card, s: dict[str, Any], spec: dict[str, Any],
                 row_tags = groups
             elif groups:
                 row_tags |= groups
+            # the cell naming the row's group is its label, not a claim (sex = 2, age band 0.05)
+            labels = {j for j, c in enumerate(cells[:2]) if is_row and groups and
+                      any(_is_level(c, *t[len("group:"):].split("=", 1)) for t in groups)}
             for j, cell in enumerate(cells):
+                if j in labels:
+                    continue
                 col_head = header[j] if is_row and j < len(header) else ""
                 names = metrics_named(col_head) or row_metrics
                 if not claim_section and not names:
