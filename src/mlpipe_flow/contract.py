@@ -16,7 +16,8 @@ def contract_context(wf: Workflow, phase: Phase) -> dict[str, Any]:
     (this phase's params by check id: `gate["beats-baseline"].min_margin`) and `gates` (every
     phase's, by phase id then check id: `gates.phase4["api-load"].p95_ms`) and `serving_budget`
     (the params of the workflow's load check, `api_load`, with the phase that runs it; None in a
-    workflow without one), which earlier phases state as a constraint."""
+    workflow without one), which earlier phases state as a constraint; `default_params(kind)`
+    gives a kind's params at their defaults, for a workflow whose gate lacks that check."""
     gates = {p.id: gate_params(wf, p.gate) for p in wf.phases}
     checks = [{"id": c.id, "kind": c.kind, "name": c.name, "rule": rule(c)}
               for c in wf.gates[phase.gate].checks]
@@ -24,7 +25,17 @@ def contract_context(wf: Workflow, phase: Phase) -> dict[str, Any]:
                    for p in wf.phases for c in wf.gates[p.gate].checks if c.kind == "api_load"),
                   None)
     return {"checks": checks, "rules": {c["id"]: c["rule"] for c in checks},
-            "gate": gates[phase.id], "gates": gates, "serving_budget": budget}
+            "gate": gates[phase.id], "gates": gates, "serving_budget": budget,
+            "default_params": default_params}
+
+
+def default_params(kind: str) -> Any:
+    """A check kind's params at their defaults: what a prompt names (a script's path, say) when
+    the workflow's gate has no check of that kind (`gate.get("retrain-drill") or
+    default_params("retrain_drill")`)."""
+    from mlpipe_flow.checks import CHECKS
+
+    return CHECKS[kind].params.model_validate({})
 
 
 def gate_params(wf: Workflow, gate: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ workspace's interpreter (the module is the agent's code), and returns its raw an
 Request: {"module": "ab_testing.ab_test", "keys": [...], "shares": [0.5, 0.2],
           "compare": [[c_success, c_total, t_success, t_total], ...],
           "decide": [[c_success, c_total, t_success, t_total, c_error_rate, t_error_rate], ...]}
-Response: {"assign": {share: [variant per key]}, "assign_again": [variants at 0.5],
+Response: {"assign": {share: [variant per key]}, "assign_again": [variants at shares[0]],
            "compare": [[p_value, significant], ...], "decide": [decision, ...]}
 Imports nothing of mlpipe.
 """
@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
         keys = req["keys"]
         out["assign"] = {str(s): [str(mod.assign(k, treatment_share=s)) for k in keys]
                          for s in req["shares"]}
-        out["assign_again"] = [str(mod.assign(k, treatment_share=0.5)) for k in keys]
+        out["assign_again"] = [str(mod.assign(k, treatment_share=req["shares"][0]))
+                               for k in keys]
         out["compare"] = []
         for cs, ct, ts, tt in req["compare"]:
             c = mod.compare(cs, ct, ts, tt)

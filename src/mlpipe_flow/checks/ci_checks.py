@@ -62,6 +62,20 @@ class CiWorkflowParams(BaseModel):
     dockerfile: str = "deployment/docker/Dockerfile"
     manifests: str = "deployment/k8s"
 
+    def describe(self) -> str:
+        return (f"every `.yml`/`.yaml` file in `{self.folder}/` must validate against the GitHub "
+                "workflow JSON schema. A job of a workflow triggered on `push` or "
+                f"`pull_request` must run `pytest` (or `python -m pytest`) on `{self.tests}/` "
+                "(paths that exist and hold test functions; failures not ignored: no `|| true`, "
+                "no `continue-on-error`); a job must build the image with `docker build -f "
+                f"{self.dockerfile} ... .` (or `docker/build-push-action` with that `file` and "
+                f"context `.`); a job must run `kubectl apply -f {self.manifests}/...` (or "
+                "`azure/k8s-deploy` with those manifests). Every deploying job must have an "
+                "`environment` and come after the tests and the build (through `needs`, or "
+                "earlier steps of its own job); a job deploying to an environment whose name "
+                "contains \"prod\" must need a deploying job with another environment (staging) "
+                "first. Jobs disabled with `if: false` do not count.")
+
 
 def _schema() -> dict[str, Any] | None:
     import json

@@ -19,7 +19,8 @@ TOPICS = {  # topic -> every pattern must occur
     "deploying the manifests": [r"kubectl apply", r"deployment/k8s"],
     "rolling back": [r"(?i)rollout undo|roll(ing)?[ -]?back"],
 }
-PATH = re.compile(r"(?<![\w/.-])((?:deployment|ab_testing|\.github|tests|artifacts)/[\w./-]*)")
+PATH_ROOTS = ("deployment", "ab_testing", ".github", "tests", "artifacts")
+PATH = re.compile(rf"(?<![\w/.-])((?:{'|'.join(map(re.escape, PATH_ROOTS))})/[\w./-]*)")
 
 
 def _path(m: re.Match[str], text: str) -> str:
@@ -36,6 +37,15 @@ class DeploymentGuideParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = "deployment-guide.md"
     min_words: int = Field(default=150, ge=0)
+
+    def describe(self) -> str:
+        return (f"`{self.path}` must have at least {self.min_words} words, no placeholder text "
+                "(TODO, TBD, FIXME, XXX, lorem ipsum, coming soon, ...), and cover running the "
+                "API locally (`uvicorn` and `deployment.api.main:app`), building the image "
+                "(`docker build` and `deployment/docker/Dockerfile`), deploying (`kubectl "
+                "apply` and `deployment/k8s`) and rolling back (`kubectl rollout undo` or "
+                "\"roll back\"); every workspace path it names under "
+                f"{', '.join(f'`{r}/`' for r in PATH_ROOTS)} must exist.")
 
 
 def deployment_guide(ctx: CheckContext, params: DeploymentGuideParams) -> CheckResult:

@@ -245,13 +245,14 @@ def _match(pattern: str, path: str) -> bool:
 
 
 class _Budget:
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_COPY_BYTES) -> None:
         self.used = 0
+        self.limit = limit
 
     def take(self, n: int) -> None:
         self.used += n
-        if self.used > MAX_COPY_BYTES:
-            raise BuildError(f"the files copied into the image exceed {MAX_COPY_BYTES // 10**6} MB "
+        if self.used > self.limit:
+            raise BuildError(f"the files copied into the image exceed {self.limit / 10**6:g} MB "
                              f"(copy only what the API needs, or add a .dockerignore)")
 
 
@@ -284,11 +285,13 @@ def _copy_tree(src: Path, dest: Path, ctx: Context | None, budget: _Budget) -> N
 
 # --- assembling -------------------------------------------------------------------------------
 
-def assemble(dockerfile: Path, context_root: Path, scratch: Path) -> Image:
-    """Every stage's files, as `docker build -f DOCKERFILE CONTEXT` would lay them out."""
+def assemble(dockerfile: Path, context_root: Path, scratch: Path,
+             max_bytes: int = MAX_COPY_BYTES) -> Image:
+    """Every stage's files, as `docker build -f DOCKERFILE CONTEXT` would lay them out (refused
+    when the files copied exceed `max_bytes`)."""
     ins = parse(dockerfile.read_text(encoding="utf-8", errors="replace"))
     ctx = Context(context_root)
-    budget = _Budget()
+    budget = _Budget(max_bytes)
     stages: list[Stage] = []
     notes: list[str] = []
     copied: list[str] = []

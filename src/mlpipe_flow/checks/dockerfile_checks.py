@@ -26,6 +26,7 @@ from mlpipe_flow.checks.base import CheckContext, result
 from mlpipe_flow.checks.dockerfile_build import BuildError, Image, assemble
 from mlpipe_flow.checks.image_run import (
     ANY_HOST,
+    ARRAYS,
     Runner,
     api_imports,
     app_module,
@@ -49,6 +50,25 @@ INSTALL = re.compile(r"\b(?:apt-get|apt|apk|yum|dnf|microdnf)\b[^&;|]*\b(?:insta
 class DockerfileParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = "deployment/docker/Dockerfile"
+    max_image_mb: float = Field(default=1500, gt=0, description="files copied into the image")
+
+    def describe(self) -> str:
+        return (f"{build_rule(self.path, self.max_image_mb)}. Its final stage must use a slim "
+                "base image (`slim`, `alpine` or `distroless` in its name) and every base image "
+                "must be pinned (a version tag with a digit, not `latest`, or a digest); a "
+                "non-root `USER`; `EXPOSE` of the port the command listens on; a `HEALTHCHECK` "
+                "whose program the image has (`curl` or `wget` only if a RUN step installs it); "
+                "a CMD or ENTRYPOINT, whose uvicorn/gunicorn server binds `0.0.0.0`; and every "
+                "file a `pip install -r` names must be copied into the image.")
+
+
+def build_rule(path: str, max_image_mb: float) -> str:
+    """How the gate builds the image without a Docker engine (`dockerfile_build.assemble`)."""
+    return (f"no Docker engine runs where the gate runs: it assembles the image's files in a "
+            f"scratch folder as `docker build -f {path} .` would, the build context being the "
+            "workspace root: every COPY/ADD source must exist there, `.dockerignore` is "
+            "honoured, RUN steps are not executed (except `mkdir`), and the files copied may not "
+            f"exceed {max_image_mb:,g} MB")
 
 
 def _installs(stage_runs: list[str], tool: str) -> bool:
@@ -56,14 +76,15 @@ def _installs(stage_runs: list[str], tool: str) -> bool:
                for m in INSTALL.finditer(cmd))
 
 
-def _assembled(ctx: CheckContext, rel: str, prefix: str = "") -> Image | CheckResult:
+def _assembled(ctx: CheckContext, rel: str, max_mb: float, prefix: str = "") -> Image | CheckResult:
     """The image's files assembled in the check's scratch folder, or the failed result."""
     p = ctx.workspace / rel
     if not p.is_file():
         return result("failed", f"{rel} does not exist")
     assert ctx.scratch is not None
     try:
-        return assemble(p, ctx.workspace, Path(tempfile.mkdtemp(prefix="image-", dir=ctx.scratch)))
+        return assemble(p, ctx.workspace, Path(tempfile.mkdtemp(prefix="image-", dir=ctx.scratch)),
+                        int(max_mb * 10**6))
     except BuildError as e:
         return result("failed", f"{prefix}docker build would fail: {e}")
 
@@ -72,7 +93,7 @@ def dockerfile(ctx: CheckContext, params: DockerfileParams) -> CheckResult:
     """Structure, and a build of the image's files: pinned slim base, non-root USER, EXPOSE, a
     HEALTHCHECK whose program is in the image, a server bound to all interfaces, every COPY/ADD
     source in the build context (the workspace root), every `pip install -r` file in the image."""
-    image = _assembled(ctx, params.path, f"{params.path}: ")
+    image = _assembled(ctx, params.path, params.max_image_mb, f"{params.path}: ")
     if isinstance(image, CheckResult):
         return image
     final = image.final
@@ -132,6 +153,24 @@ class DockerfileServesParams(BaseModel):
     tol: float = Field(default=1e-4, ge=0)
     startup_s: float = Field(default=60, gt=0)
     healthcheck_timeout_s: float = Field(default=10, gt=0)
+    max_image_mb: float = Field(default=1500, gt=0, description="files copied into the image")
+
+    def describe(self) -> str:
+        return (f"{build_rule(self.path, self.max_image_mb)}. It then runs the image's "
+                "ENTRYPOINT/CMD from its WORKDIR with its ENV, `python`/`uvicorn`/`gunicorn` "
+                "mapped to the workspace's interpreter and the container's port (from "
+                "`--port`/`--bind`, else EXPOSE) moved to a free one on 127.0.0.1. Within "
+                f"{self.startup_s:g} s `/health` must answer 200 with a JSON object, and "
+                f"`/predict` on {self.rows} test rows and a perturbed copy of each must agree "
+                f"with the saved `{self.model}` (equal labels, probabilities or predictions "
+                f"within {self.tol:g}), using only the image's files. The HEALTHCHECK command "
+                "must exit 0 while the API is up and fail once it is down (each run given "
+                f"{self.healthcheck_timeout_s:g} s, or its own --timeout if shorter). The "
+                "packages the image's `pip install` lines bring in (with their dependencies) "
+                "must provide every third-party module the API's code imports and every "
+                "package the model's pickle names, and pin the model's own packages (all "
+                f"but {', '.join(sorted(ARRAYS))}) with `==` to the versions installed in the "
+                "workspace, which trained it.")
 
 
 def dockerfile_serves(ctx: CheckContext, params: DockerfileServesParams) -> CheckResult:
@@ -139,7 +178,7 @@ def dockerfile_serves(ctx: CheckContext, params: DockerfileServesParams) -> Chec
     from mlpipe_flow.checks.serving import http
     from mlpipe_flow.checks.serving_checks import _compare, _probabilities, label
 
-    image = _assembled(ctx, params.path)
+    image = _assembled(ctx, params.path, params.max_image_mb)
     if isinstance(image, CheckResult):
         return image
     assert ctx.scratch is not None

@@ -38,6 +38,32 @@ class K8sParams(BaseModel):
     min_memory_request_mi: float = Field(default=64, ge=0, description="MiB")
     dockerfile: str = "deployment/docker/Dockerfile"
     live: bool = Field(default=True, description="start the API to test probe paths and memory")
+    memory_probe_rows: int = Field(default=200, ge=1,
+                                   description="test rows predicted before memory is measured")
+
+    def describe(self) -> str:
+        text = (f"every YAML file under `{self.folder}/` must validate against the Kubernetes "
+                f"{self.k8s_version} schemas in strict mode (no unknown fields; custom resources "
+                f"exempt), and hold at least one each of {', '.join(self.kinds)}. Each "
+                "Deployment: a selector matching its pod labels, the RollingUpdate strategy, no "
+                "privileged container, no privilege escalation, not running as root; each "
+                "container an image pinned to a version tag with a digit (not `latest`) or a "
+                "digest, cpu and memory requests and limits with requests at least "
+                f"{self.min_cpu_request_m:g}m CPU and {self.min_memory_request_mi:g}Mi memory "
+                "and limits at least the requests, its containerPort the port the command of "
+                f"`{self.dockerfile}` listens on, httpGet liveness and readiness probes on that "
+                "port (by number or name), and no env var with a secret-like name (password, "
+                "secret, token, API/access/private key, credential, auth) holding a plain-text value (use "
+                "`valueFrom.secretKeyRef`); no Secret or ConfigMap with a plain-text secret. "
+                "Each Service selects a Deployment's pods and targets one of their ports; each "
+                "HorizontalPodAutoscaler's `scaleTargetRef` names a Deployment of these "
+                f"manifests, with minReplicas {self.hpa_min}, maxReplicas {self.hpa_max} and "
+                f"{self.hpa_cpu_percent}% average CPU utilisation.")
+        if self.live:
+            text += (" When all that holds, the gate starts the API: every probe path must "
+                     "answer 2xx, and each memory limit must be at least the API's peak resident "
+                     f"memory after a `/predict` of {self.memory_probe_rows} test rows.")
+        return text
 
 
 def cpu_cores(q: Any) -> float | None:
@@ -288,7 +314,7 @@ def k8s_manifests(ctx: CheckContext, params: K8sParams) -> CheckResult:
                           "schemas": f"Kubernetes {params.k8s_version} (kubernetes-validate, strict)",
                           "image_port": image_port}
     if params.live and live and not problems:
-        measured, live_problems = _measure_live(ctx, live)
+        measured, live_problems = _measure_live(ctx, live, params.memory_probe_rows)
         ev.update(measured)
         problems += live_problems
     elif params.live and live:
@@ -364,8 +390,8 @@ def _plain_secrets(name: str, d: dict[str, Any]) -> list[str]:
     return out
 
 
-def _measure_live(ctx: CheckContext, live: list[dict[str, Any]]) -> tuple[dict[str, Any],
-                                                                         list[str]]:
+def _measure_live(ctx: CheckContext, live: list[dict[str, Any]],
+                  rows: int) -> tuple[dict[str, Any], list[str]]:
     """Probe paths the live API answers, and its peak resident memory after a batch of
     predictions, against each container's memory limit."""
     import json
@@ -382,7 +408,7 @@ def _measure_live(ctx: CheckContext, live: list[dict[str, Any]]) -> tuple[dict[s
                     answers[path] = http("GET", f"{api.base}{path}", timeout=5)[0]
                 except OSError:
                     answers[path] = 0
-            _warm(ctx, api.base, http, json)
+            _warm(ctx, api.base, http, json, rows)
             rss = _peak_rss(api.server.proc.pid)
     except ApiDown as e:
         return {}, [f"the API did not start to test the probes: {e}"]
@@ -399,8 +425,8 @@ def _measure_live(ctx: CheckContext, live: list[dict[str, Any]]) -> tuple[dict[s
         problems
 
 
-def _warm(ctx: CheckContext, base: str, http: Any, json: Any) -> None:
-    """One batch of test rows through /predict, so the memory measured is the serving one."""
+def _warm(ctx: CheckContext, base: str, http: Any, json: Any, n: int) -> None:
+    """One batch of `n` test rows through /predict, so the memory measured is the serving one."""
     import csv
 
     def value(v: str) -> Any:
@@ -415,7 +441,7 @@ def _warm(ctx: CheckContext, base: str, http: Any, json: Any) -> None:
         with (ctx.workspace / "data" / "splits" / "test.csv").open(newline="",
                                                                    encoding="utf-8") as f:
             rows = [{c: value(r.get(c, "")) for c in features}
-                    for _, r in zip(range(200), csv.DictReader(f), strict=False)]
+                    for _, r in zip(range(n), csv.DictReader(f), strict=False)]
         http("POST", f"{base}/predict", json.dumps({"records": rows}).encode(), timeout=60)
     except (OSError, ValueError, KeyError):
         pass

@@ -35,6 +35,22 @@ class BanditParams(BaseModel):
     api: str = Field(default="deployment/api/main.py",
                      description="the API module whose local imports the AST scan follows")
 
+    def describe(self) -> str:
+        never = ", ".join(f"{t} ({NEVER.get(t, t)})" for t in self.never)
+        folders = ", ".join(f"`{p}/`" for p in self.paths)
+        return (f"the gate runs `bandit -r` over {folders} (those that exist; at least one "
+                f"must) and fails on more than {self.max_high} high-severity issue(s), or on "
+                f"any of {never} at any severity. An AST scan of `{self.api}`, the workspace "
+                "modules it imports (transitively) and every Python file under those folders "
+                "(tests excluded) also fails on any use of eval, exec, compile, breakpoint or "
+                "`__builtins__`, `__import__` or `importlib.import_module` of a computed name, "
+                "`getattr` of those names, "
+                "pickle/marshal/dill/cloudpickle/jsonpickle/shelve loads, `yaml.load` without "
+                "a SafeLoader (and `yaml.unsafe_load`/`full_load`), `os.system`/`popen`/"
+                "`exec*`/`spawn*`, `subprocess` with `shell=True`, runpy, `code`, `pty.spawn`, "
+                "`timeit`, numexpr or `pandas.eval`, and `.eval()`/`.query()` of a string built "
+                "at run time.")
+
 
 def bandit(ctx: CheckContext, params: BanditParams) -> CheckResult:
     targets = [p for p in params.paths if (ctx.workspace / p).exists()]
@@ -264,6 +280,19 @@ BENIGN_TYPES = {"Public IP (ipv4)"}
 class SecretsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_file_bytes: int = Field(default=2_000_000, gt=0)
+
+    def describe(self) -> str:
+        return ("the gate scans every text file of the workspace (code, config, manifests, "
+                f"markdown, notebooks, Dockerfiles, `.env*`) up to {self.max_file_bytes:,} "
+                f"bytes, outside {', '.join(f'`{d}/`' for d in sorted(SKIP_DIRS))}, for: "
+                f"{', '.join(SECRET_PATTERNS)}; `NAME = \"literal\"` (quoted in Python code) "
+                "with a secret-like name (password, secret, token, API/access/private/auth key, "
+                "client secret, credential; also inside longer names such as "
+                "`AWS_SECRET_ACCESS_KEY`) in code and config; secret-like YAML env entries "
+                "with a literal value; and detect-secrets' entropy and keyword detectors over "
+                "code, config and manifests. Placeholders (`changeme`, `${VAR}`, `<...>`, "
+                "`your-...`) and digests or ids next to a sha/hash/id word pass; any other "
+                "finding fails. Read secrets from the environment.")
 
 
 def _files(root: Path, limit: int) -> list[Path]:

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlpipe_flow.checks.base import CheckContext, result
+from mlpipe_flow.checks.base import CheckContext, pct, result
 from mlpipe_flow.checks.metrics import label
-from mlpipe_flow.checks.serving import ApiDown, http, running_api
+from mlpipe_flow.checks.serving import API_APP, ApiDown, http, running_api
 from mlpipe_flow.models import CheckResult
 from mlpipe_flow.state import file_sha256
 
@@ -27,6 +27,40 @@ class ApiServesParams(BaseModel):
     tol: float = Field(default=1e-4, ge=0,
                        description="probabilities: absolute; regression: relative tolerance")
     batch: int = Field(default=100, ge=1, description="records per /predict request")
+    singles: int = Field(default=5, ge=0, description="probe rows sent again one per request")
+    startup_s: float = Field(default=90, gt=0, description="seconds for /health to answer 200")
+
+    def describe(self) -> str:
+        return (f"the gate {start_rule(self.startup_s)} holding `model_version`; the feature "
+                "columns and `problem_type` come from `artifacts/model_meta.json`. It makes "
+                f"probe rows with a fresh seed: {self.test_rows} rows sampled from the test split and "
+                f"{self.valid_rows} from the valid split, a perturbed copy of each (numbers "
+                "moved within the range the splits show, categories swapped to other values "
+                f"they show), and {self.vary_rows} of them with one feature at a time set across "
+                "its observed range (every feature; null too where train has missing values). "
+                "It sends them to `POST /predict` as `{\"records\": [...]}` in requests of "
+                f"{self.batch} records, and {self.singles} of them again one record per request "
+                "(the same predictions). "
+                f"Every answer must agree with the saved `{self.model}`, which the gate runs "
+                f"in a separate process: {agree_rule(self.tol)}. Bad requests ("
+                f"{', '.join(BAD_REQUESTS)}) must each get HTTP 422, and `/health` must still "
+                "answer after them. When mlpipe recorded the model phase 3 passed with, "
+                f"`{self.model}` must be that file (same sha256).")
+
+
+def start_rule(startup_s: float) -> str:
+    """How the gate runs the workspace's API (`serving.running_api`)."""
+    return (f"runs `python -m uvicorn {API_APP} --host 127.0.0.1 --port <free port>` (one "
+            f"process) from the workspace folder and waits up to {startup_s:g} s for "
+            "`GET /health` to answer 200 with a JSON object")
+
+
+def agree_rule(tol: float) -> str:
+    """What "agrees with the saved model" means (`_compare`)."""
+    return (f"equal labels and every class probability within {tol:g} (absolute), as one "
+            "object per record keyed by class label or one list per record in the order of "
+            f"the model's `classes_`; a regression prediction within {tol:g} relative to the "
+            "larger of |prediction| and the standard deviation of the model's predictions")
 
 
 BAD_REQUESTS = ("not JSON", "no records", "empty list of records", "a record missing a feature",
@@ -152,7 +186,7 @@ def api_serves(ctx: CheckContext, params: ApiServesParams) -> CheckResult:
             ran["error"] = f"the gate could not run the saved model: {e}"
 
     try:
-        with running_api(ctx, while_starting=prepare) as api:
+        with running_api(ctx, params.startup_s, while_starting=prepare) as api:
             if "error" in ran:
                 return result("failed", ran["error"])
             probe, out = ran["probe"], ran["out"]
@@ -185,7 +219,7 @@ def api_serves(ctx: CheckContext, params: ApiServesParams) -> CheckResult:
                                   f"for {len(chunk)} records")
                 pred += got
                 proba += answer.get("probabilities") or [None] * len(chunk)
-            singles = rng.choice(n, size=min(5, n), replace=False).tolist()
+            singles = rng.choice(n, size=min(params.singles, n), replace=False).tolist()
             single_ok = []
             for i in singles:  # one record per request, as the load test sends them
                 s, b = http("POST", f"{api.base}/predict",
@@ -282,6 +316,23 @@ class ApiLoadParams(BaseModel):
     check_every: int = Field(default=50, ge=1,
                              description="every n-th response is compared with the model")
     tol: float = Field(default=1e-4, ge=0)
+    request_timeout_s: float = Field(default=10, gt=0,
+                                     description="a request unanswered this long is an error")
+    startup_s: float = Field(default=90, gt=0, description="seconds for /health to answer 200")
+
+    def describe(self) -> str:
+        return (f"the gate {start_rule(self.startup_s)}. It sends "
+                f"`POST /predict` requests of one record each (`{{\"records\": [row]}}`, every "
+                "request a distinct perturbed test row) at a constant open-loop rate of "
+                f"{self.rate:,g} requests/s over {self.connections} keep-alive connections: "
+                f"{self.warmup_s:g} s of warm-up, then {self.duration_s:g} s measured. Latency "
+                "counts from each request's scheduled send time, so queueing counts. It passes "
+                f"when the p95 latency is below {self.p95_ms:g} ms, the measured rate of 2xx "
+                f"answers is at least {pct(self.min_rate_fraction)} of {self.rate:,g}/s, and "
+                f"at most {pct(self.max_error_rate)} of the requests fail (a non-2xx status, "
+                f"a connection error, or no answer within {self.request_timeout_s:g} s); one "
+                f"response in {self.check_every} must also agree with the saved `{self.model}` "
+                f"(equal labels, probabilities or predictions within {self.tol:g}).")
 
 
 def api_load(ctx: CheckContext, params: ApiLoadParams) -> CheckResult:
@@ -317,13 +368,13 @@ def api_load(ctx: CheckContext, params: ApiLoadParams) -> CheckResult:
 
     keep: dict[int, bytes] = {}
     try:
-        with running_api(ctx, while_starting=prepare) as api:
+        with running_api(ctx, params.startup_s, while_starting=prepare) as api:
             if "error" in ran:
                 return result("failed", ran["error"])
             load = run_load("127.0.0.1", api.port, "/predict", ran["bodies"], rate=params.rate,
                             duration_s=params.duration_s, warmup_s=params.warmup_s,
                             connections=params.connections, keep=keep,
-                            keep_every=params.check_every)
+                            keep_every=params.check_every, timeout_s=params.request_timeout_s)
     except ApiDown as e:
         return result("failed", str(e))
     served = _served_under_load(ran, keep, meta, params.tol)
