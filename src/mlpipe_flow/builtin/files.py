@@ -55,8 +55,17 @@ def render(name: str, context: dict[str, Any]) -> str:
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.filters["pct"] = lambda v: f"{100 * float(v):.1f}%"
-    env.filters["num"] = lambda v: f"{float(v):.4g}" if v is not None else "n/a"
+    env.filters["num"] = num
     return env.get_template(name).render(**context)
+
+
+def num(v: Any) -> str:
+    """4 significant digits, but never scientific notation for a large value (an RMSE of
+    162816.3 stays 162816.3, not 1.628e+05, which readers and the card check misread)."""
+    if v is None:
+        return "n/a"
+    x = float(v)
+    return f"{x:.1f}" if abs(x) >= 1e4 else f"{x:.4g}"
 
 
 def remove(root: Path, rels: list[str]) -> None:
