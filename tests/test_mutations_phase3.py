@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -507,20 +508,25 @@ def test_fabricated_importances_shuffled(mutant) -> None:  # type: ignore[no-unt
     mutant.assert_caught("phase3", "feature-importance", "orders only")
 
 
-def test_prompt_states_the_gates_numbers() -> None:
-    """One contract (issue 12): every threshold of the phase-3 gate is the number its prompt
-    states."""
+def test_prompt_states_the_gates_numbers(tmp_path: Path) -> None:
+    """One contract (issue 12): every threshold of the phase-3 gate is the number its rendered
+    prompt states (tests/test_contract.py does this for every phase and number)."""
+    from typer.testing import CliRunner
+
     from conftest import REPO
+    from mlpipe_flow.cli import app
 
     gate = yaml.safe_load((REPO / "gates/phase3.yaml").read_text())
     params = {c["id"]: c.get("params") or {} for c in gate["checks"]}
-    prompt = (REPO / "prompts/phase3.j2").read_text()
+    res = CliRunner().invoke(app, ["render", "phase3", "predict churn", "--target", "Churn",
+                                   "-w", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    prompt = res.output
     assert params["reported-score"]["tolerance"] == 0.01
     assert "0.01 x max(1, |measured|)" in prompt
-    assert params["beats-baseline"]["min_margin"] == 0.10 and "more than 10%" in prompt
+    assert params["beats-baseline"]["min_margin"] == 0.10 and "must be above 10%" in prompt
     assert params["cv-stability"]["max_std"] == 0.05 and "below 0.05" in prompt
     assert params["not-trained-on-test"]["max_se"] == 3.0 and "more than 3 standard" in prompt
     assert params["feature-importance"]["top_k"] == 3 and "top 3" in prompt
     assert params["feature-importance"]["min_concordance"] == 0.8 and "80%" in prompt
     assert params["model-card-sections"]["min_words"] == 20 and "20 words" in prompt
-
