@@ -37,6 +37,7 @@ from mlpipe_flow.state import (
     hash_outputs,
     new_run_id,
     now,
+    run_in_progress,
     workspace_lock,
 )
 from mlpipe_flow.templating import render
@@ -91,6 +92,9 @@ class Engine:
     def run(self) -> RunState:
         # checked before anything is created, staged or recorded (preflight.py)
         preflight.check_problem(self.opts.problem)
+        if run_in_progress(self.ws):  # at once, not after the checks below (the lock decides)
+            raise StateError(f"workspace {self.ws} is in use by another mlpipe run; wait for it "
+                             "to finish, or stop it (Ctrl-C) and run again to resume")
         preflight.check_python(self.config)
         self.settle_data()
         if self.opts.data and not data_mod.is_url(self.opts.data):
