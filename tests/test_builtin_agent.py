@@ -92,7 +92,7 @@ def test_serving_cost_constrains_the_model_choice(telco_ws: Path, tmp_path: Path
     """Each candidate's predict cost is measured during training and recorded; a model that
     cannot serve the spec's throughput is not selected, however well it scores. With the
     Telco spec's budget (1000 req/s) the forest is measured too slow; asked for 20,000 req/s
-    only the linear model is servable; at 1 req/s, everything is."""
+    only the linear model is servable; at 1 req/s within a minute, everything is."""
     import shutil
     import subprocess
     import sys
@@ -114,6 +114,8 @@ def test_serving_cost_constrains_the_model_choice(telco_ws: Path, tmp_path: Path
     for rate, servable in ((20_000, {"dummy_prior", "logistic_regression"}), (1, None)):
         spec = yaml.safe_load((ws / "ml-spec.yaml").read_text())
         spec["serving"]["throughput_rps"] = rate
+        if servable is None:  # 1 req/s with a minute to answer: every model can serve it
+            spec["serving"]["latency_p95_ms"] = 60_000
         (ws / "ml-spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
         res = subprocess.run([sys.executable, "-m", "models.train_model"], cwd=ws, env=env,
                              capture_output=True, text=True, timeout=600)

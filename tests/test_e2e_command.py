@@ -125,7 +125,9 @@ def test_sigkill_in_phase3_then_resume(ws: Path, csv_file: Path, tmp_path: Path)
 
 
 def test_second_concurrent_run_is_refused(ws: Path, csv_file: Path) -> None:
-    env = {**os.environ, "FAKE_AGENT_SLEEP": "phase3:30"}
+    # the first run sleeps in phase 3 far longer than the second takes to start on a loaded
+    # machine (it once finished its whole run while the second was starting); Ctrl-C ends it
+    env = {**os.environ, "FAKE_AGENT_SLEEP": "phase3:300"}
     env.pop("MLPIPE_RUNNER", None)
     first = subprocess.Popen([sys.executable, "-m", "mlpipe_flow", "run", "predict churn", "--data",
                               str(csv_file), "-w", str(ws), "--json"], env=env,
