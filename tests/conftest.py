@@ -150,6 +150,20 @@ def mlpipe(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def run_default_check(ws: Path, phase: str, kind: str, scratch: Path) -> Any:
+    """Run the default workflow's `kind` check of `phase` on a workspace, as its gate would
+    (the check's own params, the test's interpreter); returns its CheckResult."""
+    from mlpipe_flow.checks import CHECKS, CheckContext
+    from mlpipe_flow.workflow import load_workflow
+
+    wf = load_workflow()
+    check = next(c for c in wf.gates[wf.phase(phase).gate].checks if c.kind == kind)
+    ctx = CheckContext(workspace=ws, phase=phase, timeout_s=60, python=sys.executable,
+                       scratch=scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return CHECKS[kind].run(ctx, CHECKS[kind].params.model_validate(check.params))
+
+
 def use_fake_agent(workspace: Path, workflow: Path | None = None, **extra: str) -> None:
     """mlpipe.yaml for the fake agent through the command runner, on the seed-gated workflow."""
     workspace.mkdir(parents=True, exist_ok=True)

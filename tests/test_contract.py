@@ -130,10 +130,10 @@ def test_the_card_may_state_the_thresholds_the_other_checks_use() -> None:
 
 def test_the_phase2_dag_example_passes_the_gates_dag_check(tmp_path: Path) -> None:
     """The DAG a prompt shows is Airflow 3 code that the gate's own DAG check accepts."""
-    import sys
     import textwrap
 
-    from mlpipe_flow.checks import CheckContext
+    from conftest import run_default_check
+
 
     text = render("phase2", tmp_path / "render")
     code = re.search(r"```python\n(.*?)```", text, re.S)
@@ -157,12 +157,7 @@ def test_the_phase2_dag_example_passes_the_gates_dag_check(tmp_path: Path) -> No
         (ws / pkg / f"{mod}.py").write_text(body.replace("{name}", mod))
     (ws / "airflow_dags").mkdir()
     (ws / "airflow_dags" / "data_pipeline.py").write_text(textwrap.dedent(code.group(1)))
-    check = next(c for c in WF.gates["phase2"].checks if c.kind == "dag_structure")
-    kind = CHECKS[check.kind]
-    ctx = CheckContext(workspace=ws, phase="phase2", timeout_s=60, python=sys.executable,
-                       scratch=tmp_path / "scratch")
-    ctx.scratch.mkdir()  # type: ignore[union-attr]
-    got = kind.run(ctx, kind.params.model_validate(check.params))
+    got = run_default_check(ws, "phase2", "dag_structure", tmp_path / "scratch")
     assert got.status == "passed", got.message
 
 

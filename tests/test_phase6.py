@@ -103,14 +103,12 @@ def test_the_dag_the_prompt_shows_loads_as_airflow_3_and_passes(tmp_path: Path) 
     """The DAG example of the phase-6 prompt is Airflow 3 code, with the spec's schedule, that
     the gate's own dag_parses check accepts once the scripts it runs exist."""
     import re
-    import sys
     import textwrap
 
     from typer.testing import CliRunner
 
-    from mlpipe_flow.checks import CHECKS, CheckContext
+    from conftest import run_default_check
     from mlpipe_flow.cli import app
-    from mlpipe_flow.workflow import load_workflow
 
     spec = 'target: Churn\nretraining:\n  schedule: "15 4 * * 2"\n'
     render_ws = tmp_path / "render"
@@ -148,13 +146,7 @@ def test_the_dag_the_prompt_shows_loads_as_airflow_3_and_passes(tmp_path: Path) 
     for rel in scripts:
         (ws / rel).parent.mkdir(parents=True, exist_ok=True)
         (ws / rel).write_text(body.replace("{name}", Path(rel).stem))
-    wf = load_workflow()
-    check = next(c for c in wf.gates["phase6"].checks if c.kind == "dag_parses")
-    kind = CHECKS[check.kind]
-    ctx = CheckContext(workspace=ws, phase="phase6", timeout_s=60, python=sys.executable,
-                       scratch=tmp_path / "scratch")
-    ctx.scratch.mkdir()  # type: ignore[union-attr]
-    got = kind.run(ctx, kind.params.model_validate(check.params))
+    got = run_default_check(ws, "phase6", "dag_parses", tmp_path / "scratch")
     assert got.status == "passed", got.message
     assert got.evidence["schedule"] == "15 4 * * 2"
     assert got.evidence["path"] == ["check_triggers", "retrain", "canary_rollout"]
