@@ -138,10 +138,12 @@ class CompletenessRule:
 
 
 def completeness_rule(wf: Workflow) -> CompletenessRule | None:
+    from mlpipe_flow.checks.data_checks import CompletenessParams
+
     for phase in wf.phases:
         for check in wf.gates[phase.gate].checks:
             if check.kind == "splits_completeness":
-                floor = float(check.params.get("min_completeness", 0.95))
+                floor = CompletenessParams.model_validate(check.params).min_completeness
                 return CompletenessRule(phase.id, check.id, floor)
     return None
 
