@@ -61,8 +61,8 @@ def workflow_with_load_rate(dest: Path, rate: float) -> Path:
     import yaml
 
     dest.mkdir(parents=True)
-    (dest / "phases").symlink_to(REPO / "phases")
-    (dest / "prompts").symlink_to(REPO / "prompts")
+    shutil.copytree(REPO / "phases", dest / "phases")
+    shutil.copytree(REPO / "prompts", dest / "prompts")
     shutil.copytree(REPO / "gates", dest / "gates")
     gate = yaml.safe_load((dest / "gates" / "phase4.yaml").read_text())
     load = next(c for c in gate["checks"] if c["kind"] == "api_load")

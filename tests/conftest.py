@@ -26,16 +26,14 @@ os.environ.setdefault("MLPIPE_REPORT", "false")
 SEED_GATES = HERE / "fixtures" / "seed-gates"
 
 
-def build_seed_workflow(dest: Path, copy: bool = False) -> Path:
-    """The default phases and prompts with the seed's own gates (see fixtures/README.md)."""
+def build_seed_workflow(dest: Path) -> Path:
+    """The default phases and prompts with the seed's own gates (see fixtures/README.md), copied:
+    a link would let the integrity guard of a run "restore" the repository's own files."""
     import shutil
 
     dest.mkdir(parents=True, exist_ok=True)
     for name, src in (("phases", REPO / "phases"), ("prompts", REPO / "prompts"), ("gates", SEED_GATES)):
-        if copy:
-            shutil.copytree(src, dest / name)
-        else:
-            (dest / name).symlink_to(src)
+        shutil.copytree(src, dest / name)
     return dest
 
 

@@ -12,7 +12,7 @@ from conftest import build_seed_workflow, mlpipe
 
 @pytest.fixture
 def wf(tmp_path: Path) -> Path:
-    return build_seed_workflow(tmp_path / "wf", copy=True)
+    return build_seed_workflow(tmp_path / "wf")
 
 
 def assert_one_line_error(res, *needles: str) -> None:

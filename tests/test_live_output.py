@@ -44,7 +44,7 @@ def slow_workspace(tmp_path: Path) -> tuple[Path, Path]:
     wf = tmp_path / "wf"
     (wf / "gates").mkdir(parents=True)
     for name in ("phases", "prompts"):
-        (wf / name).symlink_to(REPO / name)
+        shutil.copytree(REPO / name, wf / name)
     for gate in SEED_GATES.glob("*.yaml"):
         shutil.copy(gate, wf / "gates" / gate.name)
     (wf / "gates" / "phase1.yaml").write_text(SLOW_GATE)
