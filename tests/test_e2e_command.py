@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from conftest import mlpipe
 
 
@@ -126,7 +124,6 @@ def test_sigkill_in_phase3_then_resume(ws: Path, csv_file: Path, tmp_path: Path)
     assert status(ws)["progress"] == 100
 
 
-@pytest.mark.alone  # Ctrl-C must end the first run within its wait: not on a machine others load
 def test_second_concurrent_run_is_refused(ws: Path, csv_file: Path) -> None:
     # the first run sleeps in phase 3 far longer than the second takes to start on a loaded
     # machine (it once finished its whole run while the second was starting); Ctrl-C ends it

@@ -38,9 +38,9 @@ checks:
 """
 
 
-def slow_workspace(tmp_path: Path) -> tuple[Path, Path]:
-    """A workflow whose phase-1 gate runs a real pytest check that takes SLOW_S seconds, and a
-    workspace it passes on."""
+def slow_workspace(tmp_path: Path, slow_s: int = SLOW_S) -> tuple[Path, Path]:
+    """A workflow whose phase-1 gate runs a real pytest check that takes `slow_s` seconds, and a
+    workspace it passes on. The test writes its pid to tests/slow.pid."""
     wf = tmp_path / "wf"
     (wf / "gates").mkdir(parents=True)
     for name in ("phases", "prompts"):
@@ -52,7 +52,9 @@ def slow_workspace(tmp_path: Path) -> tuple[Path, Path]:
     (ws / "tests").mkdir(parents=True)
     (ws / "ml-requirements.md").write_text("# ML requirements\n")
     (ws / "tests" / "test_slow.py").write_text(
-        f"import time\n\n\ndef test_slow():\n    time.sleep({SLOW_S})\n")
+        "import os\nimport time\nfrom pathlib import Path\n\n\ndef test_slow():\n"
+        f"    Path(__file__).with_name('slow.pid').write_text(str(os.getpid()))\n"
+        f"    time.sleep({slow_s})\n")
     return wf, ws
 
 
@@ -76,6 +78,43 @@ def test_a_terminal_shows_the_running_check_and_its_seconds(tmp_path: Path) -> N
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_ctrl_c_ends_a_gate_at_once_and_its_checks_with_it(tmp_path: Path) -> None:
+    """Ctrl-C while a check runs: the gate does not wait for its checks to finish (one sleeps
+    300 s); the check's process is gone when mlpipe exits."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    wf, ws = slow_workspace(tmp_path, slow_s=300)
+    gate = subprocess.Popen([sys.executable, "-m", "mlpipe_flow", "gate", "phase1", "-w", str(ws),
+                             "--workflow", str(wf)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pid_file = ws / "tests" / "slow.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        slow_pid = int(pid_file.read_text())
+        gate.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = gate.communicate(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        gate.kill()
+    assert gate.returncode == 130, out + err
+    assert took < 20, f"{took:.1f} s from Ctrl-C to exit"  # not the 300 s the check would take
+    assert "Traceback" not in err
+    try:
+        os.kill(slow_pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        os.kill(slow_pid, signal.SIGKILL)
+        raise AssertionError("the check's pytest process outlived the interrupted gate")
 
 
 def test_piped_output_says_when_a_check_starts(tmp_path: Path) -> None:

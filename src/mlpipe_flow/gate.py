@@ -117,20 +117,21 @@ def run_gate(
 
     workers = jobs or min(4, os.cpu_count() or 1)
     results: list[CheckResult] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlpipe-check") as pool:
-        pending: list[Future[CheckResult]] = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlpipe-check")
+    pending: list[Future[CheckResult]] = []
 
-        def submit(spec: CheckSpec) -> None:
-            future = pool.submit(one, spec)
-            future.add_done_callback(lambda _: news.put(None))
-            pending.append(future)
+    def submit(spec: CheckSpec) -> None:
+        future = pool.submit(one, spec)
+        future.add_done_callback(lambda _: news.put(None))
+        pending.append(future)
 
-        def drain() -> None:  # show finished checks in gate order
-            while pending:
-                res = wait_for(pending.pop(0))
-                results.append(res)
-                display.emit("check", phase=phase.id, **res.model_dump())
+    def drain() -> None:  # show finished checks in gate order
+        while pending:
+            res = wait_for(pending.pop(0))
+            results.append(res)
+            display.emit("check", phase=phase.id, **res.model_dump())
 
+    try:
         for spec in checks:
             kind = CHECKS.get(spec.kind)
             if kind is not None and kind.exclusive:
@@ -140,6 +141,11 @@ def run_gate(
             else:
                 submit(spec)
         drain()
+    except BaseException:  # Ctrl-C: checks not started never start, running ones are killed
+        pool.shutdown(wait=False, cancel_futures=True)
+        proc.kill_all()
+        raise
+    pool.shutdown()
     passed = all(r.status in ("passed", "skipped") for r in results)
     report = GateReport(phase=phase.id, gate=phase.gate, passed=passed, checks=results,
                         duration_s=round(time.monotonic() - started, 3))

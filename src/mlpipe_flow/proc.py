@@ -77,6 +77,48 @@ def _preexec() -> Callable[[], None] | None:
     return die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
+# the children `run` and `start_server` have started and not yet reaped: Ctrl-C in the main
+# thread ends those started from other threads (a gate's checks) through `kill_all`
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _track(proc: subprocess.Popen[bytes]) -> None:
+    with _live_lock:
+        _live.add(proc)
+    if _stopping.is_set():  # started by a thread that missed kill_all
+        kill_group(proc, grace_s=0.5)
+
+
+def _untrack(proc: subprocess.Popen[bytes]) -> None:
+    with _live_lock:
+        _live.discard(proc)
+
+
+def kill_all(grace_s: float = 1.0) -> None:
+    """End every child still running (each with its process group) and any started from now
+    on: the process is stopping (Ctrl-C), and threads waiting on children must not hold it."""
+    _stopping.set()
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
     """SIGTERM the child's process group, then SIGKILL whatever is left."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
@@ -125,6 +167,7 @@ def run(
         return ProcResult(argv, 127, f"{argv[0]}: command not found", 0.0)
     except PermissionError as e:
         return ProcResult(argv, 126, f"{argv[0]}: {e.strerror}", 0.0)
+    _track(proc)
 
     tail: deque[str] = deque(maxlen=tail_lines)
     last_output = [time.monotonic()]
@@ -184,6 +227,7 @@ def run(
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        _untrack(proc)
         reader.join(timeout=5)
         if feeder is not None:
             feeder.join(timeout=5)
@@ -239,10 +283,12 @@ def start_server(
     except OSError:
         log.close()
         raise
+    _track(proc)
     try:
         yield Server(proc, log_path)
     finally:
         kill_group(proc, grace_s=3.0)
+        _untrack(proc)
         log.close()
 
 
