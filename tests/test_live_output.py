@@ -7,13 +7,12 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pexpect
 
-from conftest import REPO, SEED_GATES, mlpipe
+from conftest import build_seed_workflow, mlpipe
 from mlpipe_flow.display import PlainDisplay, RecordingDisplay, RichDisplay
 from mlpipe_flow.gate import run_gate
 from mlpipe_flow.workflow import load_workflow
@@ -41,12 +40,7 @@ checks:
 def slow_workspace(tmp_path: Path, slow_s: int = SLOW_S) -> tuple[Path, Path]:
     """A workflow whose phase-1 gate runs a real pytest check that takes `slow_s` seconds, and a
     workspace it passes on. The test writes its pid to tests/slow.pid."""
-    wf = tmp_path / "wf"
-    (wf / "gates").mkdir(parents=True)
-    for name in ("phases", "prompts"):
-        shutil.copytree(REPO / name, wf / name)
-    for gate in SEED_GATES.glob("*.yaml"):
-        shutil.copy(gate, wf / "gates" / gate.name)
+    wf = build_seed_workflow(tmp_path / "wf")
     (wf / "gates" / "phase1.yaml").write_text(SLOW_GATE)
     ws = tmp_path / "ws"
     (ws / "tests").mkdir(parents=True)

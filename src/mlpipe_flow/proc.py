@@ -107,16 +107,9 @@ def kill_all(grace_s: float = 1.0) -> None:
             os.killpg(p.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + grace_s  # one grace period for all of them, not one each
     for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(p, grace_s=max(0.0, deadline - time.monotonic()))
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
