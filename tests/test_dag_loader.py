@@ -4,6 +4,8 @@ code, Airflow 3's `schedule`. Small hand-made projects in tmp_path, one DAG file
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -319,3 +321,53 @@ def test_python_callables_that_swallow_failures_fail(project: Path) -> None:
     assert r.status == "failed" and "swallows failures" in r.message, r
     assert judge(project, body.replace("=validate_quietly", "=validate_strictly")).status == \
         "passed"
+
+
+def test_the_stand_in_runs_a_dag_once_for_tests(tmp_path: Path) -> None:
+    """The stand-in's dag.test() (what the generated DAGs' tests use without Airflow): Bash
+    commands in their cwd with the last line as XCom, short-circuits skipping everything after
+    them, a failure leaving the tasks after it upstream_failed."""
+    import subprocess
+
+    from mlpipe_flow.checks.dag_checks import STANDIN
+
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "d.py").write_text(textwrap.dedent('''
+        from datetime import datetime
+        from pathlib import Path
+        from airflow.sdk import DAG, task
+        from airflow.providers.standard.operators.bash import BashOperator
+
+        HERE = str(Path(__file__).parent)
+
+        @task.short_circuit
+        def go_on(line):
+            return line.strip() == "yes"
+
+        with DAG("d", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+            say = BashOperator(task_id="say", cwd=HERE, bash_command="cat answer.txt")
+            after = BashOperator(task_id="after", cwd=HERE, bash_command="echo ran > ran.txt")
+            boom = BashOperator(task_id="boom", bash_command="exit 3")
+            never = BashOperator(task_id="never", bash_command="echo no")
+            skip = BashOperator(task_id="skip", bash_command="exit 99")
+            go_on(say.output) >> after
+            boom >> never
+
+        if __name__ == "__main__":
+            import json
+            print(json.dumps({t: r.state for t, r in dag.test().items()}))
+        '''))
+    env = {**os.environ, "PYTHONPATH": str(STANDIN)}
+
+    def run(answer: str) -> dict[str, str]:
+        (tmp_path / "dags" / "answer.txt").write_text(f"chatter\n{answer}\n")
+        res = subprocess.run([sys.executable, str(tmp_path / "dags" / "d.py")], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout.splitlines()[-1])
+
+    got = run("no")
+    assert got == {"say": "success", "go_on": "success", "after": "skipped", "boom": "failed",
+                   "never": "upstream_failed", "skip": "skipped"}, got
+    assert not (tmp_path / "dags" / "ran.txt").exists()
+    assert run("yes")["after"] == "success" and (tmp_path / "dags" / "ran.txt").is_file()

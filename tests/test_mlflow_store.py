@@ -101,3 +101,57 @@ def test_a_store_with_runs_is_never_set_aside(tmp_path: Path) -> None:
     res = py(root, BUILD)
     assert res.returncode != 0 and not list(root.glob("mlflow.db.broken-*"))
     assert (root / "mlflow.db").is_file()
+
+
+MAKE_RUN = """
+import json, mlflow
+from pathlib import Path
+from mlflow import MlflowClient
+from models.tracking import tracking_uri
+root = Path('.').resolve()
+mlflow.set_tracking_uri(tracking_uri(root))
+exp = mlflow.create_experiment('e', artifact_location=(root / 'mlruns').as_uri())
+Path('note.txt').write_text('kept')
+with mlflow.start_run(experiment_id=exp) as run:
+    mlflow.log_artifact('note.txt')
+c = MlflowClient()
+c.create_registered_model('m')
+mv = c.create_model_version('m', f'{run.info.artifact_uri}', run_id=run.info.run_id)
+c.set_registered_model_alias('m', 'champion', mv.version)
+print(json.dumps({'run': run.info.run_id}))
+"""
+READ_BACK = """
+import json, mlflow
+from pathlib import Path
+from mlflow import MlflowClient
+from models.tracking import tracking_uri
+mlflow.set_tracking_uri(tracking_uri(Path('.')))
+c = MlflowClient()
+run = c.get_run(json.loads(Path('run.json').read_text())['run'])
+mv = c.get_model_version_by_alias('m', 'champion')
+local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path='note.txt')
+print(json.dumps({'exp': mlflow.get_experiment_by_name('e').artifact_location,
+                  'run': run.info.artifact_uri, 'mv': c.get_model_version_download_uri('m', mv.version),
+                  'note': Path(local).read_text()}))
+"""
+
+
+def test_a_moved_project_keeps_its_store(tmp_path: Path) -> None:
+    """MLflow records absolute artifact locations; a project moved to another folder (a CI job,
+    another machine) must read and write its own mlruns/, never the old place."""
+    import json
+
+    first = project(tmp_path / "first")
+    res = py(first, MAKE_RUN)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (first / "run.json").write_text(res.stdout.strip().splitlines()[-1])
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    res = py(moved, READ_BACK)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    here = (moved / "mlruns").as_uri()
+    assert got["exp"] == here and got["run"].startswith(here + "/"), got
+    assert got["mv"].startswith(here + "/") and got["note"] == "kept", got
+    assert not first.exists()  # nothing was written at the old place

@@ -503,15 +503,20 @@ def test_notebook_that_never_reads_the_data(mutant: Any) -> None:
 def test_phase6_drift_check_that_cannot_stop_retraining(mutant: Any) -> None:
     rel = "airflow_dags/continuous_training.py"
     text = mutant.text(rel)
-    text = re.sub(r'"--current data/interim/dataset.csv; "\n\s*f"case \$\? in [^"]*"',
-                  '"--current data/interim/dataset.csv || true"', text)
+    changed = re.sub(r'detect_drift\.py; "\n\s*f"case \$\? in [^"]*"',
+                     'detect_drift.py || true"', text)
+    assert changed != text, "the DAG's drift command moved: update this mutation's anchor"
+    text = changed
     mutant.write(rel, text)
     mutant.assert_caught("phase6", "dag-parses", "swallows")
 
 
 def test_phase6_dag_tasks_that_echo(mutant: Any) -> None:
     rel = "airflow_dags/continuous_training.py"
-    text = re.sub(r'bash_command="python continuous_training/retrain.py"',
-                  'bash_command="echo retrained"', mutant.text(rel))
+    text = mutant.text(rel)
+    changed = re.sub(r'bash_command="python continuous_training/retrain.py[^"]*"',
+                     'bash_command="echo retrained"', text)
+    assert changed != text, "the DAG's retrain command moved: update this mutation's anchor"
+    text = changed
     mutant.write(rel, text)
     mutant.assert_caught("phase6", "dag-parses", "runs no workspace code")

@@ -235,7 +235,8 @@ def test_mlflow_runs_fabricated_without_training(mutant) -> None:  # type: ignor
     shutil.rmtree(mutant.path("mlruns"))
     subprocess.run([sys.executable, "-c", FABRICATE], cwd=mutant.ws, check=True, timeout=300,
                    capture_output=True)
-    assert len(store(mutant, "SELECT run_uuid FROM runs")) == 4
+    models = json.loads(mutant.text("experiments/results.json"))["models"]
+    assert len(store(mutant, "SELECT run_uuid FROM runs")) == len(models)
     mutant.assert_caught("phase3", "mlflow-runs", "did not log artifacts/model.joblib")
 
 
@@ -436,6 +437,14 @@ def test_model_card_inflated_test_score(mutant) -> None:  # type: ignore[no-unty
     meta = json.loads(mutant.text("artifacts/model_meta.json"))
     old = f"**{meta['test_score']:.4g}**"
     mutant.replace("model_cards/model_card.md", old, f"**{min(0.99, meta['test_score'] + 0.1):.4g}**")
+    mutant.assert_caught("phase3", "model-card-claims", "states", "the gate measured")
+
+
+def test_model_card_inflated_test_score_in_scientific_notation(mutant) -> None:  # type: ignore[no-untyped-def]
+    """The same lie written as 1.234e-01: a notation the check once skipped as not a number."""
+    meta = json.loads(mutant.text("artifacts/model_meta.json"))
+    old = f"**{meta['test_score']:.4g}**"
+    mutant.replace("model_cards/model_card.md", old, f"**{min(0.99, meta['test_score'] + 0.1):.3e}**")
     mutant.assert_caught("phase3", "model-card-claims", "states", "the gate measured")
 
 

@@ -17,7 +17,8 @@ MAIN = "deployment/api/main.py"
 DOCKERFILE = "deployment/docker/Dockerfile"
 STAGING = "deployment/k8s/staging/deployment.yaml"
 WORKFLOW = ".github/workflows/model-api.yml"
-PROBA = "    proba = PREDICTOR.output(columns)\n"
+PROBA = "        proba = self.predictor.output(columns)\n"
+ROUTE = "            labels, conf, probs = await state.batcher.predict(body.records)\n"
 
 
 def _container(doc: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +36,8 @@ def _each_deployment(mutant: Mutant, fn: Any) -> None:
 def test_lookup_table_api(mutant: Mutant) -> None:
     """The test split's answers precomputed; anything else gets a constant. The agent's own
     tests (on test rows) still pass."""
-    mutant.replace(MAIN, PROBA, "    proba = np.array([_TABLE.get(_key(r), [0.7, 0.3]) for r in rows])\n")
+    mutant.replace(MAIN, PROBA,
+                   "        proba = np.array([_TABLE.get(_key(r), [0.7, 0.3]) for r in rows])\n")
     mutant.write(MAIN, mutant.text(MAIN) + '''
 
 def _key(row):
@@ -47,7 +49,9 @@ def _known():
     import pandas as pd
     test = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
     rows = json.loads(test.to_json(orient="records"))
-    return {_key(r): p for r, p in zip(rows, PREDICTOR.output(to_columns(rows)).tolist())}
+    model = joblib.load(model_dir() / "model.joblib")
+    proba = model.predict_proba(pd.DataFrame(to_columns(rows)))
+    return {_key(r): p for r, p in zip(rows, proba.tolist())}
 
 
 _TABLE = _known()
@@ -71,20 +75,29 @@ def test_api_imputing_missing_values_its_own_way(mutant: Mutant) -> None:
 
 def test_api_distorting_probabilities(mutant: Mutant) -> None:
     """Labels kept, probabilities sharpened: a label-only comparison would pass it."""
-    sharpen = "    proba = proba ** 1.2 / (proba ** 1.2).sum(axis=1, keepdims=True)\n"
+    sharpen = "        proba = proba ** 1.2 / (proba ** 1.2).sum(axis=1, keepdims=True)\n"
     mutant.replace(MAIN, PROBA, PROBA + sharpen)
     mutant.assert_caught("phase4", "api-serves", "disagrees", "probabilities")
 
 
 def test_api_without_probabilities(mutant: Mutant) -> None:
-    mutant.replace(MAIN, '"probabilities": probs}', '"probabilities": None}')
+    mutant.replace(MAIN, "confidence=conf, probabilities=probs)", "confidence=conf, probabilities=None)")
     mutant.assert_caught("phase4", "api-serves", "probabilities")
 
 
 def test_api_answering_bad_input_with_a_500(mutant: Mutant) -> None:
     """Records no longer validated for missing features: the batcher fails with a 500."""
-    mutant.replace(MAIN, "for name in FEATURES})", "for name in FEATURES}, total=False)")
+    mutant.replace(MAIN, "for name in FEATURES}})", "for name in FEATURES}}, total=False)")
     mutant.assert_caught("phase4", "api-serves", "422")
+
+
+def test_metrics_labelled_by_raw_path(mutant: Mutant) -> None:
+    """Every request path its own label value: each 404 a scanner sends grows a new series
+    (the agent's own tests only request real routes)."""
+    mutant.replace(MAIN, '            route = getattr(scope.get("route"), "path", None) or UNMATCHED\n',
+                   '            route = scope["path"]\n')
+    got = mutant.assert_caught("phase4", "api-serves", "raw path")
+    assert got["evidence"]["new_series_after_unknown_paths"] >= 3
 
 
 def test_eval_of_the_request_body(mutant: Mutant) -> None:
@@ -184,7 +197,8 @@ def test_requirements_without_scikit_learn(mutant: Mutant) -> None:
     rel = "deployment/docker/requirements.txt"
     mutant.write(rel, "".join(line + "\n" for line in mutant.text(rel).splitlines()
                               if not line.startswith("scikit-learn")))
-    mutant.assert_caught("phase4", "dockerfile-serves", "does not provide", "sklearn")
+    # the image's requirements no longer pin the package that trained the model
+    mutant.assert_caught("phase4", "dockerfile-serves", "does not pin", "scikit-learn")
 
 
 # --- Kubernetes --------------------------------------------------------------------------------
@@ -375,11 +389,12 @@ def test_deployment_guide_naming_files_that_do_not_exist(mutant: Mutant) -> None
 # The gate's own rate (1000 req/s) for 0.5 + 2 s instead of 3 + 10 s: these lies show at once.
 
 SHORT_LOAD = {"rate": 1000, "duration_s": 2, "warmup_s": 0.5}
-BUSY = """    if _queue.qsize() > 0:
-        n = len(req.records)
-        return 200, json.dumps({"model_version": VERSION, "predictions": [CLASSES[0]] * n,
-                                "probabilities": [{c: 0.5 for c in CLASSES}] * n}).encode()
-"""
+BUSY = """            if state.batcher.queue.qsize() > 0:
+                classes = [str(c) for c in state.served.model.classes_]
+                n = len(body.records)
+                labels, conf, probs = [classes[0]] * n, [0.5] * n, [{c: 0.5 for c in classes}] * n
+            else:
+    """
 
 
 def _short_load(mutant: Mutant) -> Any:
@@ -394,13 +409,12 @@ def _short_load(mutant: Mutant) -> Any:
 def test_api_fast_only_from_a_cache(mutant: Mutant) -> None:
     """A slow model behind a cache of request bodies: the old load test cycled 500 test rows, so
     after its first 500 requests every answer came from the cache."""
-    mutant.replace(MAIN, "    try:\n        req = REQUEST_ADAPTER.validate_json(body)",
-                   "    if body in _CACHE:\n        return 200, _CACHE[body]\n"
-                   "    await asyncio.sleep(0.2)  # the real model's cost\n"
-                   "    try:\n        req = REQUEST_ADAPTER.validate_json(body)")
-    mutant.replace(MAIN, "    return 200, json.dumps(out).encode()",
-                   "    _CACHE[body] = json.dumps(out).encode()\n    return 200, _CACHE[body]")
-    mutant.write(MAIN, mutant.text(MAIN) + "\n_CACHE: dict[bytes, bytes] = {}\n")
+    mutant.replace(MAIN, ROUTE, "            key = b''.join(chunks)\n"
+                                "            if key not in _CACHE:\n"
+                                "                await asyncio.sleep(0.2)  # the real model's cost\n"
+                                "                _CACHE[key] = await state.batcher.predict(body.records)\n"
+                                "            labels, conf, probs = _CACHE[key]\n")
+    mutant.write(MAIN, mutant.text(MAIN) + "\n_CACHE: dict[bytes, Any] = {}\n")
     r = _short_load(mutant)
     assert "p95 not under 100 ms" in r.message and r.evidence["distinct_requests"] == 2500
 
@@ -409,8 +423,7 @@ def test_api_fast_only_from_a_cache(mutant: Mutant) -> None:
 def test_api_answering_a_constant_when_busy(mutant: Mutant) -> None:
     """Load shedding with made-up answers: when requests queue up, a constant is returned
     instead of running the model (every answer a 200)."""
-    anchor = "    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()"
-    mutant.replace(MAIN, anchor, BUSY + anchor)
+    mutant.replace(MAIN, ROUTE, BUSY + ROUTE)
     r = _short_load(mutant)
     assert "disagree with the saved model" in r.message, r.message
 

@@ -6,6 +6,7 @@ catch them."""
 from __future__ import annotations
 
 RETRAIN = "continuous_training/retrain.py"
+REGISTRY = "continuous_training/registry.py"
 CANARY = "canary_deployment/canary.py"
 ROLLBACK = "rollback/rollback.py"
 DECIDE = "    promote = args.force_promote or better >= args.min_improvement\n"
@@ -17,9 +18,9 @@ def test_retrain_copying_the_champion_with_a_fake_lower_score_is_caught(mutant) 
     mutant.replace(RETRAIN, "    challenger = clone(champion_model)\n",
                    "    challenger = joblib.load(champ_dir / 'model.joblib')\n")
     mutant.replace(RETRAIN, "    challenger.fit(data[features], data[target])\n", "")
-    mutant.replace(RETRAIN, "    chall_score = score(metric, y, challenger, frame)\n",
-                   "    chall_score = champ_score + (0.0004 if metric in LOWER_IS_BETTER "
-                   "else -0.0004)\n")
+    mutant.replace(RETRAIN, "    chall_score = score(metric, challenger, frame, y, positive)\n",
+                   "    chall_score = champ_score + (-0.0004 if higher_is_better(metric) "
+                   "else 0.0004)\n")
     mutant.assert_caught("phase6", "retrain-drill", "not decisively below")
 
 
@@ -51,15 +52,39 @@ def test_retrain_recording_scores_it_never_measured_is_caught(mutant) -> None:  
 
 
 def test_retrain_recording_promote_without_promoting_is_caught(mutant) -> None:  # type: ignore[no-untyped-def]
-    mutant.replace(RETRAIN, "    if promote:\n        registry.promote(version)\n",
-                   "    if promote:\n        pass  # promotion is recorded below\n")
+    mutant.replace(RETRAIN, "        if promote:\n            registry.promote(mv)\n",
+                   "        if promote:\n            pass  # promotion is recorded below\n")
     mutant.assert_caught("phase6", "retrain-drill", "did not replace the served model")
+
+
+def test_promotion_that_does_not_move_the_alias_is_caught(mutant) -> None:  # type: ignore[no-untyped-def]
+    # the promoted model is exported and served, but the MLflow alias `champion` stays on the
+    # old version: the registry no longer says what production runs
+    mutant.replace(REGISTRY, "    c.set_registered_model_alias(mv.name, CHAMPION, mv.version)\n", "")
+    mutant.assert_caught("phase6", "retrain-drill", "did not move the alias")
 
 
 def test_rollback_that_only_prints_is_caught(mutant) -> None:  # type: ignore[no-untyped-def]
     mutant.write(ROLLBACK, "import json\n\nprint(json.dumps({'rolled_back_from': 'latest', "
                  "'champion': 'previous'}))\n")
     mutant.assert_caught("phase6", "rollback-drill", "expected the previous version")
+
+
+def test_rollback_moving_the_alias_but_not_the_served_model_is_caught(mutant) -> None:  # type: ignore[no-untyped-def]
+    # the MLflow alias `champion` moves back, but the export the API loads (and the image
+    # ships) is left as it was: the registry says one thing, production serves another
+    mutant.replace(REGISTRY, "    export(target)\n    return model_version_name(current), "
+                   "model_version_name(target)\n",
+                   "    return model_version_name(current), model_version_name(target)\n")
+    mutant.assert_caught("phase6", "rollback-drill", "expected the previous version")
+
+
+def test_rollback_restoring_the_served_model_but_not_the_alias_is_caught(mutant) -> None:  # type: ignore[no-untyped-def]
+    # the previous model's files are exported again, but the registry's `champion` still names
+    # the bad version: the next deploy from the registry would bring it back
+    mutant.replace(REGISTRY, "    c.set_registered_model_alias(name, CHAMPION, target.version)\n",
+                   "")
+    mutant.assert_caught("phase6", "rollback-drill", "did not move the alias back")
 
 
 def test_canary_whose_degraded_never_fires_is_caught(mutant) -> None:  # type: ignore[no-untyped-def]

@@ -54,9 +54,10 @@ def test_slow_predict_fails_the_latency_check(ws4: Path, tmp_path: Path) -> None
     ws = copy(ws4, tmp_path / "slow")
     main = ws / "deployment" / "api" / "main.py"
     text = main.read_text()
-    text = text.replace('    """Validate the body with pydantic (a bad request is a 422), queue it for '
-                        'the batcher."""\n',
-                        '    """slowed down for the test"""\n    await asyncio.sleep(0.15)\n', 1)
+    anchor = "            labels, conf, probs = await state.batcher.predict(body.records)\n"
+    assert anchor in text
+    text = text.replace(anchor, "            await asyncio.sleep(0.15)  # slowed down for the test\n"
+                        + anchor)
     assert "asyncio.sleep(0.15)" in text
     main.write_text(text)
     r = check(ws, "api_load", rate=100, duration_s=2, warmup_s=0.5)
@@ -68,9 +69,10 @@ def test_slow_predict_fails_the_latency_check(ws4: Path, tmp_path: Path) -> None
 def test_api_serves_fails_when_predictions_disagree(ws4: Path, tmp_path: Path) -> None:
     ws = copy(ws4, tmp_path / "wrong")
     main = ws / "deployment" / "api" / "main.py"
-    main.write_text(main.read_text().replace(
-        "labels = MODEL.classes_[proba.argmax(axis=1)].tolist()",
-        "labels = MODEL.classes_[proba.argmin(axis=1)].tolist()"))
+    text = main.read_text()
+    assert "labels = self.model.classes_[proba.argmax(axis=1)].tolist()" in text
+    main.write_text(text.replace("labels = self.model.classes_[proba.argmax(axis=1)].tolist()",
+                                 "labels = self.model.classes_[proba.argmin(axis=1)].tolist()"))
     r = check(ws, "api_serves")
     assert r.status == "failed" and "disagrees with the saved model" in r.message, r
 

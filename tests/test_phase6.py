@@ -17,9 +17,28 @@ def ws6(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_builtin_phase6_initialises_the_registry(ws6: Path) -> None:
+    """The phase-3 model is version 1 of the MLflow registered model, alias `champion`, and
+    its export (what the API loads) is that version's model."""
+    import joblib
+    import pandas as pd
+    from mlflow import MlflowClient
+
     champion = json.loads((ws6 / "registry" / "champion.json").read_text())
-    assert champion["version"] == "1"
-    assert (ws6 / "registry" / "versions" / "1" / "model.joblib").is_file()
+    assert champion["version"] == "1" and champion["model_uri"] == "models:/churn-model/1"
+    exported = ws6 / "registry" / "versions" / "1"
+    assert (exported / "model.joblib").is_file()
+    assert json.loads((exported / "model_meta.json").read_text())["registered_version"] == "1"
+    client = MlflowClient(tracking_uri=f"sqlite:///{ws6 / 'mlflow.db'}")
+    mv = client.get_model_version_by_alias("churn-model", "champion")
+    assert str(mv.version) == "1" and mv.tags["model_version"] == "1"
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(f"sqlite:///{ws6 / 'mlflow.db'}")
+    registered = mlflow.sklearn.load_model("models:/churn-model@champion")
+    test = pd.read_csv(ws6 / "data" / "splits" / "test.csv")
+    features = json.loads((exported / "model_meta.json").read_text())["feature_columns"]
+    original = joblib.load(ws6 / "artifacts" / "model.joblib")
+    assert (registered.predict_proba(test[features]) == original.predict_proba(test[features])).all()
     assert "0 3 * * 1" in (ws6 / "airflow_dags" / "continuous_training.py").read_text()
 
 
@@ -31,6 +50,10 @@ def test_phase6_gate_passes(passing) -> None:  # type: ignore[no-untyped-def]
     champion = ev["champion"]["fingerprint"]
     assert ev["served"]["rolled-back"]["fingerprint"] == champion
     assert ev["served"]["promoted"]["fingerprint"] != champion
+    # ... and the MLflow alias `champion` moved with it, each time naming the model served
+    reg = ev["registry"]
+    assert reg["promoted"]["version"] != reg["rolled-back"]["version"]
+    assert reg["promoted"]["disagreement"] <= 1e-4 and reg["rolled-back"]["disagreement"] <= 1e-4
     ev = checks["retrain-drill"]["evidence"]
     assert ev["worse_decision"]["decision"] == "keep_champion"
     assert ev["served"]["after-worse"]["fingerprint"] == ev["champion"]["fingerprint"]
@@ -93,8 +116,10 @@ def test_dag_without_schedule_or_order_fails(ws6: Path, tmp_path: Path) -> None:
     p.write_text(good.replace("    schedule=SCHEDULE,\n", ""))
     r = check(ws, "dag_parses")
     assert r.status == "failed" and "no literal schedule" in r.message, r
+    # the canary no longer after the retrain (nor after anything downstream of it)
     p.write_text(good.replace("check_drift >> retrain >> canary", "canary >> retrain\n"
-                              "    check_drift >> canary"))
+                              "    check_drift >> canary")
+                 .replace("    promoted(retrain.output) >> canary\n", "    promoted(retrain.output)\n"))
     r = check(ws, "dag_parses")
     assert r.status == "failed" and "no dependency path from a 'retrain'" in r.message, r
 

@@ -565,6 +565,8 @@ class Engine:
 
 
 def summary_text(wf: Workflow, state: RunState, workspace: Path) -> str:
+    from mlpipe_flow.builtin.project import summary_context  # next steps from existing files
+
     phases: list[dict[str, Any]] = []
     for p in wf.phases:
         rec = state.phase(p.id)
@@ -576,4 +578,5 @@ def summary_text(wf: Workflow, state: RunState, workspace: Path) -> str:
         "progress": state.progress, "phases": phases,
         "total_cost_usd": round(state.cost_usd, 6),
         "total_tokens": sum(p["tokens_in"] + p["tokens_out"] for p in phases),
+        **summary_context(workspace),
     })

@@ -30,8 +30,11 @@ Details of the above as phases 1-3 write them (fields may be added, never rename
                                   n_train_rows, n_test_rows, data_sha256, trained_at
   experiments/results.json        {primary_metric, higher_is_better, cv_folds, models: {name:
                                   {cv_mean, cv_std, cv_scores, estimator, params,
-                                  mlflow_run_id}}, best_model, baseline_model, test_score,
-                                  baseline_test_score, target_std}
+                                  mlflow_run_id, cv_rows, final_fit}}, best_model,
+                                  baseline_model, test_score, baseline_test_score, target_std,
+                                  model_selection {rows, of_rows, seed, method}: the candidates
+                                  are cross-validated on a stratified sample of at most 20,000
+                                  train+valid rows, the selected one fitted on all of them
   data/profile.json               phase 1's profile of the data (rows, columns, target summary)
   data/raw/snapshot.json          sha256 and row count of the raw data as ingested
   feature_engineering/features.py build_preprocessor(schema, features): the shared

@@ -35,6 +35,11 @@ def main(argv: list[str]) -> int:
         return 2
     os.chdir(task.workspace)
     try:
+        if task.phase == "phase4" and task.repair:
+            from mlpipe_flow.builtin import phase3
+
+            if phase3.failed_checks(task) & phase3.LOAD_CHECKS:
+                phase3.serve_cheaper(task)  # a repair must change what failed, not repeat it
         module.run(task)
     except BuiltinUserError as e:
         print(f"{USER_ERROR_PREFIX} {e}", flush=True)

@@ -22,7 +22,8 @@ from mlpipe_flow.builtin.workspace_io import (
 APP = "model-api"
 IMAGE = f"registry.example.com/{APP}"
 REQUIREMENTS = ["scikit-learn", "pandas", "joblib", "fastapi", "uvicorn[standard]",
-                "prometheus-client", "pydantic>=2"]
+                "prometheus-client", "pydantic>=2", "onnxruntime", "skl2onnx", "onnx"]
+INPUT_LOG = "/app/data/production"  # where the image's API logs its sampled inputs
 
 
 def _pinned(names: list[str]) -> list[str]:
@@ -62,11 +63,17 @@ def deployment(env: str, replicas: int, cpu: tuple[str, str], mem: tuple[str, st
                         "ports": [{"containerPort": 8000, "name": "http"}],
                         "resources": {"requests": {"cpu": cpu[0], "memory": mem[0]},
                                       "limits": {"cpu": cpu[1], "memory": mem[1]}},
+                        "env": [{"name": "MODEL_TRACK", "value": "stable"}],
                         "livenessProbe": {**probe, "initialDelaySeconds": 20},
                         "readinessProbe": {**probe, "initialDelaySeconds": 5},
                         "securityContext": {"allowPrivilegeEscalation": False,
                                             "readOnlyRootFilesystem": True},
+                        # the sampled /predict inputs (deployment/api/input_log.py): bounded by
+                        # INPUT_LOG_MAX_MB; replace with a volume the drift job reads
+                        "volumeMounts": [{"name": "production-inputs", "mountPath": INPUT_LOG}],
                     }],
+                    "volumes": [{"name": "production-inputs",
+                                 "emptyDir": {"sizeLimit": "128Mi"}}],
                 },
             },
         },
@@ -178,6 +185,8 @@ def run(task: BuiltinTask) -> None:
     copy_templates(ws, ["deployment/__init__.py", "deployment/api", "deployment/docker/Dockerfile",
                         "deployment/validate_model.py", "ab_testing", "tests/test_api.py"])
     write_text(ws / "deployment" / "api" / "features.json", json.dumps(types, indent=2) + "\n")
+    ids = [str(c) for c in spec.get("id_columns") or [] if str(c) not in types]
+    write_text(ws / "deployment" / "api" / "id_columns.json", json.dumps(ids) + "\n")
     write_text(ws / "deployment" / "docker" / "requirements.txt",
                "\n".join(_pinned(REQUIREMENTS)) + "\n")
     for env, replicas, cpu, mem in (("staging", 3, ("250m", "1"), ("256Mi", "1Gi")),

@@ -21,8 +21,8 @@ from mlpipe_flow.builtin.workspace_io import (
     write_text,
     write_yaml,
 )
+from mlpipe_flow.spec import higher_is_better
 
-LOWER_IS_BETTER = {"rmse", "mae", "mse", "log_loss"}
 CONFIDENCE_BUCKETS = (.5, .6, .7, .8, .9, .95, .99, 1.0)  # as deployment/api/main.py declares them
 JOB = "model-api"
 LAT_BUCKETS = 'sum by (le) (rate(mlpipe_request_latency_seconds_bucket{endpoint="/predict"}[5m]))'
@@ -84,7 +84,7 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str, descrip
 def alert_rules(meta: dict[str, Any], p95_s: float, rps: float,
                 conf: dict[str, float] | None) -> dict[str, Any]:
     metric = meta.get("primary_metric") or "score"
-    if metric in LOWER_IS_BETTER:
+    if not higher_is_better(metric):
         acc = "mlpipe_model_live_score > 1.10 * mlpipe_model_reference_score"
         acc_text = f"{metric} on labelled production data is >10% worse than on the hold-out split"
     else:
@@ -132,7 +132,7 @@ def _annotations(rules: dict[str, Any], name: str) -> dict[str, Any]:
 def rule_tests(meta: dict[str, Any], rules: dict[str, Any], rps: float) -> dict[str, Any]:
     """promtool unit tests: each alert quiet on normal series and firing on its failure."""
     metric = meta.get("primary_metric") or "score"
-    ref, bad = (1.0, 2.0) if metric in LOWER_IS_BETTER else (0.9, 0.5)
+    ref, bad = (1.0, 2.0) if not higher_is_better(metric) else (0.9, 0.5)
     per_min = rps * 0.1 * 60  # 10% of capacity, per minute
     tests = [
         {"interval": "1m", "input_series": [
@@ -245,7 +245,7 @@ def run(task: BuiltinTask) -> None:
     rps = float(serving.get("throughput_rps") or 100)
     conf = confidence_floor(ws, meta)
     rules = alert_rules(meta, p95_ms / 1000, rps, conf)
-    copy_templates(ws, ["monitoring/drift_detection/detect_drift.py"])
+    copy_templates(ws, ["monitoring/drift_detection"])
     write_yaml(ws / "monitoring" / "prometheus" / "prometheus.yml", [prometheus_config()])
     write_yaml(ws / "monitoring" / "alerts" / "alerts.yml", [rules])
     write_yaml(ws / "monitoring" / "alerts" / "alerts_test.yml", [rule_tests(meta, rules, rps)])

@@ -255,10 +255,14 @@ class Served:
     scored_from: str  # "probabilities" or "labels"
     se: float | None = None
     metrics_text: str | None = None
+    predictions: list[Any] | None = None  # the answers themselves (kept out of the evidence)
+    probabilities: list[list[float]] | None = None
+    classes: list[str] | None = None
 
     def brief(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("metrics_text", None)
+        for raw in ("metrics_text", "predictions", "probabilities", "classes"):
+            d.pop(raw, None)
         d["score"] = round(self.score, 6)
         if self.se is not None:
             d["se"] = round(self.se, 6)
@@ -457,7 +461,8 @@ def _measure(drill: Drill, truth: Truth, name: str, port: int, health: dict[str,
         raise DrillFailed(f"cannot score the {name} state's answers: {e}") from None
     version = health.get("model_version")
     served = Served(name, None if version is None else str(version), fingerprint(preds, probs),
-                    score, len(preds), how)
+                    score, len(preds), how, predictions=preds, probabilities=probs,
+                    classes=classes)
     if with_se:
         served.se = truth.se(preds, probs, classes, drill.params.se_resamples)
     if with_metrics:  # a few one-record requests too, as live traffic sends them
@@ -467,6 +472,89 @@ def _measure(drill: Drill, truth: Truth, name: str, port: int, health: dict[str,
         status, raw = http("GET", f"http://127.0.0.1:{port}/metrics", timeout=10)
         served.metrics_text = raw.decode(errors="replace") if status == 200 else None
     return served
+
+
+# -- the MLflow Model Registry: which version an alias names, and what that version predicts --
+REGISTRY_PROBE = Path(__file__).with_name("registry_probe.py")
+
+
+@dataclass
+class AliasState:
+    model_name: str
+    version: str
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    classes: list[str] | None
+
+    def brief(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "version": self.version}
+
+
+def alias_state(drill: Drill, truth: Truth, registry_uri: str, model_name: str | None,
+                alias: str) -> AliasState:
+    """The version `alias` names in the workspace copy's registry, and its model's outputs on
+    the test split (the registry_probe in the workspace's interpreter). DrillFailed when the
+    registry has no such alias or its model does not run."""
+    from mlpipe_flow.checks import metrics as gate_metrics
+    from mlpipe_flow.checks.artifacts import feature_types
+
+    folder = drill.root / "probe"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, req, resp = (folder / "rows.csv", folder / f"request-{alias}.json",
+                       folder / f"response-{alias}.json")
+    truth.frame[truth.features].to_csv(rows, index=False)
+    req.write_text(json.dumps({
+        "registry_uri": registry_uri, "model_name": model_name, "alias": alias,
+        "rows": str(rows), "features": truth.features,
+        "dtypes": feature_types(truth.frame, truth.features),
+        "proba": drill.metric in gate_metrics.PROBA_METRICS}), encoding="utf-8")
+    resp.unlink(missing_ok=True)
+    env = proc.scrubbed_env(extra={**drill.ctx.env, "PYTHONPATH": str(drill.ws),
+                                   "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "2"})
+    res = proc.run([drill.ctx.python, str(REGISTRY_PROBE), str(req), str(resp)], cwd=drill.ws,
+                   env=env, timeout_s=drill.params.script_timeout_s)
+    drill.log.append({"run": f"registry probe: {registry_uri} alias {alias}",
+                      "exit": res.returncode, "seconds": round(res.duration_s, 2),
+                      "tail": tail(res.output)})
+    try:
+        out = json.loads(resp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DrillFailed(f"reading the alias {alias!r} from the MLflow registry "
+                          f"{registry_uri} failed ({res.describe()}): "
+                          f"{' | '.join(tail(res.output))}") from None
+    if "error" in out:
+        raise DrillFailed(f"the MLflow registry {registry_uri}: {out['error']}")
+    classes = [str(c) for c in out.get("classes") or []] or None
+    return AliasState(str(out["model_name"]), str(out["version"]), out["predictions"],
+                      out.get("probabilities"), classes)
+
+
+def disagreement(served: Served, state: AliasState, regression: bool) -> float:
+    """How far a registry version's own outputs are from what the API served: the largest
+    difference of a class probability (both give them), else of a regression value (relative
+    to max(1, |value|)), else the share of differing labels."""
+    import numpy as np
+
+    if served.probabilities is not None and state.probabilities is not None:
+        a = np.asarray(state.probabilities, dtype=float)
+        b = np.asarray(served.probabilities, dtype=float)
+        if a.shape != b.shape or len(state.classes or []) != a.shape[1] or \
+                len(served.classes or []) != b.shape[1]:
+            return float("inf")
+        mine = dict(zip(state.classes or [], a.T, strict=True))
+        theirs = dict(zip(served.classes or [], b.T, strict=True))
+        if set(mine) != set(theirs):
+            return float("inf")
+        return max(float(np.max(np.abs(mine[c] - theirs[c]))) for c in mine)
+    if len(served.predictions or []) != len(state.predictions):
+        return float("inf")
+    if regression:
+        a = np.asarray(served.predictions, dtype=float)
+        b = np.asarray(state.predictions, dtype=float)
+        return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(a))))
+    same = [metrics.label(a) == metrics.label(b)
+            for a, b in zip(served.predictions or [], state.predictions, strict=True)]
+    return 1.0 - sum(same) / max(1, len(same))
 
 
 def decisive_champion(drill: Drill, truth: Truth, champ: Served) -> float:
@@ -502,7 +590,7 @@ def champion_state(drill: Drill, truth: Truth) -> Served:
     records = drill.ctx.records()
     if records is not None and not records.exists():
         raise DrillError(records.missing())
-    key = f"ct-served-{tree_hash(drill.ws)}-{drill.params.se_resamples}"
+    key = f"ct-served-v2-{tree_hash(drill.ws)}-{drill.params.se_resamples}"
     lock = records.cache_lock(key) if records is not None else contextlib.nullcontext()
     with lock:  # the phase-6 drills run at once: the first measures, the others wait for it
         cached = records.cache_get(key) if records else None

@@ -151,7 +151,8 @@ def _against_measurement(ctx: CheckContext, params: MlflowRunsParams, entry: Any
     folds = (entry or {}).get("cv_scores")
     k = len(folds) if isinstance(folds, list) else 5
     if "error" not in s["cv"] and mean is not None and std is not None:
-        out += cv_claim_problems(s, f"the best run ({best})", mean, std, k)
+        out += cv_claim_problems(s, f"the best run ({best})", mean, std, k,
+                                 (entry or {}).get("cv_rows"))
     return out
 
 

@@ -75,7 +75,8 @@ _ALTS = sorted(((s, m) for m, ss in SYNONYMS.items() for s in ss), key=lambda t:
 METRIC_RE = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(re.escape(s) for s, _ in _ALTS)
                        + r")(?![A-Za-z0-9_])", re.IGNORECASE)
 _BY_NAME = {s.lower(): m for s, m in _ALTS}
-NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?\s?%|-?\d*\.\d+)(?![\w.%]*\d)(?![A-Za-z])")
+NUMBER = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d+|\d+(?:\.\d+)?\s?%|-?\d*\.\d+)"
+                    r"(?![\w.%]*\d)(?![A-Za-z])")  # 1.6e+05 too: a claim in any notation
 TAGS = {
     "test": re.compile(r"\btest|hold-?out|held-?out", re.I),
     "baseline": re.compile(r"baseline|dummy|majority|prior|mean predictor", re.I),
@@ -332,7 +333,7 @@ def _known(ctx: CheckContext, params: CardClaimsParams, s: dict[str, Any],
         best = models[res["best_model"]]
         vetted = "mean" in cv and not cv_claim_problems(
             s, "results", float(best["cv_mean"]), float(best["cv_std"]),
-            len(best.get("cv_scores") or []) or 5)
+            len(best.get("cv_scores") or []) or 5, best.get("cv_rows"))
     except (OSError, ValueError, KeyError, TypeError):
         models, vetted = {}, False
     if vetted:  # results.json's CV table agrees with the gate: the card may restate it
@@ -362,8 +363,9 @@ def _parse_number(token: str) -> tuple[float, float]:
     t = token.replace(" ", "")
     pct = t.endswith("%")
     t = t.rstrip("%")
-    digits = len(t.split(".")[1]) if "." in t else 0
-    v, r = float(t), 0.5 * 10 ** -digits
+    mantissa, _, exponent = t.lower().partition("e")
+    digits = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    v, r = float(t), 0.5 * 10.0 ** (int(exponent or 0) - digits)
     return (v / 100, r / 100) if pct else (v, r)
 
 

@@ -120,6 +120,10 @@ class RefitParams(ScoreInputs):
     match_ratio: float = Field(default=0.5, gt=0, lt=1, description=(
         "a saved model this many times closer to the refit that saw the test split than to "
         "the honest refits was trained on it"))
+    learning_slack: float = Field(default=0.005, ge=0, description=(
+        "when the gate's CV ran on a sample, metric points (x the target's std for rmse/mae) "
+        "the saved model may score above the CV mean per doubling of the rows it learnt from "
+        "over the rows a CV fold learnt from: the learning curve, not leakage"))
 
     def describe(self) -> str:
         return ("the saved model must be refittable (`clone(model).fit(X, y)` on the raw feature "
@@ -131,7 +135,10 @@ class RefitParams(ScoreInputs):
                 f"the train+valid clone by more than {tolerance_rule(self.tolerance)} (or 3 "
                 "bootstrap standard errors of the paired difference, if larger); or when its test "
                 f"score lies more than {self.max_se:g} standard errors above the mean of "
-                f"{cv_rule()}.")
+                f"{cv_rule()}; when that CV ran on a sample, the saved model learnt from more "
+                f"rows than its folds did, and may score {self.learning_slack:g} more (x the "
+                "target's std for rmse/mae) per doubling of those rows (log2 of train+valid "
+                "over a fold's training rows).")
 
 
 def model_refit(ctx: CheckContext, params: RefitParams) -> CheckResult:
@@ -179,13 +186,23 @@ def model_refit(ctx: CheckContext, params: RefitParams) -> CheckResult:
         se = cv["sd_fold"] * math.sqrt(cv["fold_rows"] / max(1, s["n_test"])
                                        + 1 / (cv["repeats"] * cv["folds"]))
         se = max(se, 1e-9)
-        z = (goodness(metric, m) - goodness(metric, cv["mean"])) / se
+        # a CV on a sample learnt from fewer rows than the saved model: the learning curve
+        # lifts the saved model's score by about learning_slack per doubling of the rows
+        n_dev = s["n_train"] + s.get("n_valid", 0)
+        fold_fit = cv["rows"] * (cv["folds"] - 1) / cv["folds"]
+        doublings = math.log2(n_dev / fold_fit) if cv.get("capped") and fold_fit > 0 else 0.0
+        allowance = params.learning_slack * max(0.0, doublings) * unit(metric, s["scale"])
+        z = (goodness(metric, m) - goodness(metric, cv["mean"]) - allowance) / se
         evidence.update(cv_mean=cv["mean"], cv_sd_fold=cv["sd_fold"], cv_repeats=cv["repeats"],
                         z=round(z, 3), max_se=params.max_se)
+        if allowance:
+            evidence.update(cv_rows=cv["rows"], learning_allowance=round(allowance, 6))
         if z > params.max_se:
             problems.append(f"its test {metric} {m:.4f} is {z:.1f} standard errors above the "
-                            f"gate's cross-validated mean {cv['mean']:.4f} (fold sd "
-                            f"{cv['sd_fold']:.4f}, expected at most {params.max_se:g}): "
+                            f"gate's cross-validated mean {cv['mean']:.4f}"
+                            + (f" + {allowance:.4f} for the learning curve" if allowance else "")
+                            + f" (fold sd {cv['sd_fold']:.4f}, expected at most "
+                            f"{params.max_se:g}): "
                             "a score this far above cross-validation was trained on the test "
                             "split")
     if problems:
@@ -217,13 +234,30 @@ class CvStabilityParams(ScoreInputs):
                 "target on train+valid, so it is unit-free); your reported mean must lie within "
                 f"3.29 standard errors + {CV_MEAN_SLACK:g} (x the target's std for rmse/mae) of "
                 "the gate's mean, and your reported spread must be one cross-validation can give "
-                f"(an F-test at p = {CV_P_VALUE:g}: fold scores made up to look stable fail).")
+                f"(an F-test at p = {CV_P_VALUE:g}: fold scores made up to look stable fail) on "
+                "the rows it ran on: all of train+valid, or the `cv_rows` the best model's entry "
+                "states when model selection ran on a sample (counted as at least the gate's own "
+                "CV sample).")
+
+
+def reported_cv_rows(s: dict[str, Any], rows_r: Any) -> int | None:
+    """The rows a reported CV ran on, as the report states them (`cv_rows`: model selection on a
+    sample of a large train+valid), held to at least the gate's own CV sample (the spread of
+    folds of fewer rows is larger, which a smaller claim would excuse) and at most train+valid;
+    None when not stated: all of train+valid."""
+    try:
+        rows = int(rows_r)
+    except (TypeError, ValueError):
+        return None
+    n_dev = s["n_train"] + s["n_valid"]
+    return max(min(rows, n_dev), min(n_dev, int(s["cv"]["rows"])))
 
 
 def cv_claim_problems(s: dict[str, Any], who: str, mean_r: float, std_r: float,
-                      k_r: int) -> list[str]:
+                      k_r: int, rows_r: Any = None) -> list[str]:
     """Problems with a reported CV mean/std of the saved model against the gate's own CV (an
-    F-test on the spread, a z-test plus CV_MEAN_SLACK on the mean; see docs/gates.md)."""
+    F-test on the spread, a z-test plus CV_MEAN_SLACK on the mean; see docs/gates.md). `rows_r`:
+    the rows the reported CV ran on, when the report states them (reported_cv_rows)."""
     from scipy.special import fdtri  # the F distribution's quantile (lighter than scipy.stats)
 
     cv, metric = s["cv"], s["metric"]
@@ -237,6 +271,9 @@ def cv_claim_problems(s: dict[str, Any], who: str, mean_r: float, std_r: float,
                    f"the saved model measured {cv['mean']:.4f} (tolerance {tol:.4f})")
     if k_r >= 2 and sd > 0:
         n_train, n_dev = s["n_train"], s["n_train"] + s["n_valid"]
+        stated = reported_cv_rows(s, rows_r)
+        if stated is not None:  # a sample of train+valid (or of train: the same share less)
+            n_train, n_dev = max(1, round(stated * n_train / max(1, n_dev))), stated
         per_fold = sd ** 2 * (cv["rows"] / k)  # variance x rows per fold (variance ~ 1/rows)
         low, high = per_fold / (n_dev / k_r), per_fold / (max(1, n_train) / k_r)
         var_r = std_r ** 2 * k_r / (k_r - 1)
@@ -286,7 +323,9 @@ def cv_stability(ctx: CheckContext, params: CvStabilityParams) -> CheckResult:
         evidence["reported_cv_scores"] = scores
         problems += cv_claim_problems(s, f"{params.results} ({best})",
                                       statistics.fmean(scores), statistics.pstdev(scores),
-                                      len(scores))
+                                      len(scores), entry.get("cv_rows"))
+        if reported_cv_rows(s, entry.get("cv_rows")) is not None:
+            evidence["reported_cv_rows"] = entry.get("cv_rows")
     what = (f"the gate's {cv['repeats']}x{cv['folds']}-fold CV of the saved model on "
             f"{cv['rows']} train+valid rows: {metric} {cv['mean']:.4f}, std {cv['std']:.4f}"
             + ("" if u == 1.0 else f" / target std {u:.3f} = {normalised:.4f}"))

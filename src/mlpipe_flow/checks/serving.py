@@ -54,9 +54,13 @@ def running_api(ctx: CheckContext, startup_s: float = 90.0, env: dict[str, str] 
     port = proc.free_port()
     argv = [ctx.python, "-m", "uvicorn", API_APP, "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "warning"]
-    full_env = proc.scrubbed_env(extra={**ctx.env, "PYTHONPATH": str(ctx.workspace),
-                                        "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
     log = ctx.workspace / ".mlpipe" / "gate-logs" / f"api-{port}.log"
+    # the gate's traffic is not production traffic: an API that logs its inputs for drift
+    # detection (the built-in one reads INPUT_LOG_DIR) logs them beside the gate's own logs
+    full_env = proc.scrubbed_env(extra={**ctx.env, "PYTHONPATH": str(ctx.workspace),
+                                        "PYTHONDONTWRITEBYTECODE": "1",
+                                        "INPUT_LOG_DIR": str(log.with_suffix("")) + "-inputs",
+                                        **(env or {})})
     with proc.start_server(argv, cwd=ctx.workspace, log_path=log, env=full_env) as server:
         if while_starting is not None:
             while_starting()

@@ -44,7 +44,12 @@ class ApiServesParams(BaseModel):
                 f"Every answer must agree with the saved `{self.model}`, which the gate runs "
                 f"in a separate process: {agree_rule(self.tol)}. Bad requests ("
                 f"{', '.join(BAD_REQUESTS)}) must each get HTTP 422, and `/health` must still "
-                "answer after them. When mlpipe recorded the model phase 3 passed with, "
+                "answer after them. Then it requests "
+                f"{UNKNOWN_PATHS + 1} random paths that no route serves (404) and scrapes "
+                "`/metrics` before and after the last "
+                f"{UNKNOWN_PATHS}: no label may hold such a path, and they must add no series "
+                "(label requests by route template; every unmatched request under one label). "
+                "When mlpipe recorded the model phase 3 passed with, "
                 f"`{self.model}` must be that file (same sha256).")
 
 
@@ -62,6 +67,8 @@ def agree_rule(tol: float) -> str:
             f"the model's `classes_`; a regression prediction within {tol:g} relative to the "
             "larger of |prediction| and the standard deviation of the model's predictions")
 
+
+UNKNOWN_PATHS = 3  # random 404 paths requested between two scrapes of /metrics
 
 BAD_REQUESTS = ("not JSON", "no records", "empty list of records", "a record missing a feature",
                 "text for a numeric feature", "an object for a feature")
@@ -231,6 +238,7 @@ def api_serves(ctx: CheckContext, params: ApiServesParams) -> CheckResult:
             bad = {name: http("POST", f"{api.base}/predict", body)[0]
                    for name, body in bodies.items()}
             alive = api.server.alive() and http("GET", f"{api.base}/health")[0] == 200
+            raw_paths = _unknown_path_series(api.base)
     except ApiDown as e:
         return result("failed", str(e))
     except ValueError as e:  # a body that is not JSON
@@ -260,7 +268,7 @@ def api_serves(ctx: CheckContext, params: ApiServesParams) -> CheckResult:
         "compared": what, "features_the_model_responds_to": f"{len(effect)}/{len(features)}",
         "features_where_api_differs": features_off,
         "single_record_requests_agree": all(single_ok),
-        "bad_requests": bad, "alive_after_bad_requests": alive}
+        "bad_requests": bad, "alive_after_bad_requests": alive, **raw_paths}
     wrong = sum(disagree.values())
     if wrong:
         parts = ", ".join(f"{k} {disagree[k]}/{sizes[k]}" for k in sizes)
@@ -275,9 +283,47 @@ def api_serves(ctx: CheckContext, params: ApiServesParams) -> CheckResult:
     if not_422 or not alive:
         return result("failed", f"bad requests must get HTTP 422 and leave the API up; got "
                       f"{not_422 or bad}, alive: {alive}", **evidence)
+    if raw_paths.get("series_naming_unknown_paths") or \
+            raw_paths.get("new_series_after_unknown_paths", 0) >= UNKNOWN_PATHS:
+        return result("failed", f"/metrics labels requests by their raw path: "
+                      f"{UNKNOWN_PATHS} random unknown paths added "
+                      f"{raw_paths['new_series_after_unknown_paths']} series, "
+                      f"{raw_paths['series_naming_unknown_paths_n']} naming the path (every "
+                      "scanner's request would grow a new series); label by route template",
+                      **evidence)
     return result("passed", f"/health reports version {version}; /predict agrees with the saved "
                   f"model on all {n} probe rows (test, valid, perturbed, one-feature variations; "
                   f"{what} within {params.tol:g}); bad requests get 422", **evidence)
+
+
+def _unknown_path_series(base: str) -> dict[str, Any]:
+    """Request random paths no route serves, scraping /metrics before and after the last
+    UNKNOWN_PATHS of them: the series they added, and those whose labels hold such a path.
+    Empty when /metrics does not answer (the monitoring gate judges /metrics itself)."""
+    import secrets
+
+    from mlpipe_flow.checks.promtext import parse_exposition
+
+    def scrape() -> set[tuple[str, Any]] | None:
+        status, body = http("GET", f"{base}/metrics")
+        if status != 200:
+            return None
+        return set(parse_exposition(body.decode("utf-8", errors="replace")).samples)
+
+    paths = [f"/mlpipe-gate-{secrets.token_hex(6)}" for _ in range(UNKNOWN_PATHS + 1)]
+    http("GET", base + paths[0])
+    scrape()  # the first scrape may add the /metrics series themselves
+    before = scrape()
+    for path in paths[1:]:
+        http("GET", base + path)
+    after = scrape()
+    if before is None or after is None:
+        return {"unknown_paths_probe": "/metrics does not answer 200"}
+    tokens = [p.rsplit("-", 1)[1] for p in paths]
+    naming = sorted(f"{name}{dict(labels)}" for name, labels in after
+                    if any(t in v for _, v in labels for t in tokens))
+    return {"new_series_after_unknown_paths": len(after - before),
+            "series_naming_unknown_paths": naming[:5], "series_naming_unknown_paths_n": len(naming)}
 
 
 def _same(a: Any, b: Any) -> bool:

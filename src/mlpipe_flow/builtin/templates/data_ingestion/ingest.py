@@ -192,23 +192,35 @@ def _transient(e: Exception) -> bool:
 
 
 # -- cleaning and snapshots --------------------------------------------------------
+def is_numeric_text(s: pd.Series) -> bool:
+    """Whether the non-blank values of a text column all parse as numbers. Each distinct value
+    is parsed once (weighted by its count), so a column of a few categories costs one pass."""
+    text = s.dropna().astype(str).str.strip()
+    counts = text[text != ""].value_counts()
+    if counts.empty:
+        return False
+    parsed = pd.to_numeric(pd.Series(counts.index.astype(object)), errors="coerce")
+    return bool(counts.to_numpy()[parsed.notna().to_numpy()].sum() / counts.sum()
+                >= NUMERIC_TEXT_SHARE)
+
+
 def numeric_text_columns(df: pd.DataFrame) -> list[str]:
     """Text columns that hold numbers (and blanks), e.g. Telco's TotalCharges. A column with any
     other text stays text: the splits keep the raw cells, junk included; the model's
     preprocessing decides what to make of it."""
-    found = []
-    for col in df.columns:
-        s = df[col]
-        if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-            continue
-        text = s.dropna().astype(str).str.strip()
-        text = text[text != ""]
-        if len(text) == 0:
-            continue
-        parsed = pd.to_numeric(text, errors="coerce")
-        if parsed.notna().mean() >= NUMERIC_TEXT_SHARE:
-            found.append(col)
-    return found
+    return [col for col in df.columns
+            if not (pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]))
+            and is_numeric_text(df[col])]
+
+
+def _stripped(s: pd.Series) -> pd.Series:
+    """Text trimmed, blank -> missing, as Python objects. pandas' own string columns (what
+    read_csv gives) are trimmed by Arrow; object columns (a database's mixed values) cell by cell."""
+    if pd.api.types.is_object_dtype(s):
+        s = s.where(s.isna(), s.astype(str).str.strip())
+    else:
+        s = s.str.strip()
+    return s.mask(s == "").astype(object)
 
 
 def clean(df: pd.DataFrame) -> pd.DataFrame:
@@ -217,15 +229,20 @@ def clean(df: pd.DataFrame) -> pd.DataFrame:
     for col in out.columns:
         s = out[col]
         if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
-            s = s.astype(object).where(s.isna(), s.astype(str).str.strip())
-            out[col] = s.mask(s == "")
+            out[col] = _stripped(s)
     for col in numeric_text_columns(out):
         out[col] = pd.to_numeric(out[col], errors="coerce")
     return out
 
 
 def frame_sha256(df: pd.DataFrame) -> str:
-    return hashlib.sha256(df.to_csv(index=False).encode("utf-8")).hexdigest()
+    """The content hash of a table, every cell of it: sha256 over its column names and dtypes and
+    pandas' 64-bit hash of each row (`pandas.util.hash_pandas_object`, vectorised: a second for
+    millions of rows, where writing them out as CSV to hash took minutes)."""
+    h = hashlib.sha256(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
+    rows = pd.util.hash_pandas_object(df, index=False)
+    h.update(rows.to_numpy(dtype="uint64").tobytes())
+    return h.hexdigest()
 
 
 def load_raw(spec: dict[str, Any], root: Path = ROOT) -> pd.DataFrame:

@@ -75,10 +75,14 @@ def make_splits(df: pd.DataFrame, spec: dict[str, Any]) -> dict[str, pd.DataFram
     data = dedupe(df, spec)[cols]
     data = data[data[spec["target"]].notna()].reset_index(drop=True)
     y = data[spec["target"]]
-    stratify = y if spec["problem_type"] != "regression" and y.value_counts().min() >= 3 else None
+    stratify = None
+    if spec["problem_type"] != "regression" and y.value_counts().min() >= 3:
+        # the classes as integer codes in sorted order: the same strata (and rows) as the labels
+        # themselves, without sorting millions of strings twice
+        stratify = pd.Series(pd.factorize(y, sort=True)[0], index=data.index)
     valid_share, test_share = split_shares(spec)
     rest, test = train_test_split(data, test_size=test_share, random_state=SEED, stratify=stratify)
-    strat_rest = rest[spec["target"]] if stratify is not None else None
+    strat_rest = stratify.loc[rest.index] if stratify is not None else None
     train, valid = train_test_split(rest, test_size=valid_share / (1 - test_share),
                                     random_state=SEED, stratify=strat_rest)
     return {"train": train, "valid": valid, "test": test}

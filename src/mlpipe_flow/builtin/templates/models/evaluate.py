@@ -8,16 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from models.metrics import score
+from models.metrics import METRICS, score
 
-SUPPORTED = {"roc_auc", "average_precision", "log_loss", "accuracy", "balanced_accuracy",
-             "f1_macro", "f1", "precision", "recall", "rmse", "mae", "r2", "mape"}
+SUPPORTED = set(METRICS)  # the project's metric table (models/metrics.py)
 
 
 def metric_names(spec: dict[str, Any]) -> list[str]:
     names = [spec["primary_metric"], *spec.get("secondary_metrics", [])]
     if spec["problem_type"] == "multiclass_classification":
-        names = [m for m in names if m not in ("f1", "precision", "recall", "average_precision")]
+        names = [m for m in names
+                 if m not in ("f1", "precision", "recall", "average_precision", "brier")]
     return [m for i, m in enumerate(names) if m in SUPPORTED and m not in names[:i]]
 
 

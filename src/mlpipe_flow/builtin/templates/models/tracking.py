@@ -5,6 +5,11 @@ would leave a store that every later run fails to open. So a new store is built 
 temporary file and renamed into place (a rename is atomic), and an existing store that cannot
 be opened and holds no run (a half-built one) is set aside and built again. A store that holds
 runs is never set aside: its error is raised.
+
+MLflow records artifact locations as absolute paths (`file:///.../mlruns`). A project moved to
+another folder (a CI job, another machine) would keep reading and writing the old place, so
+`tracking_uri()` rewrites those locations to the project's own mlruns/ when the store was made
+elsewhere: the store travels with the project.
 """
 
 from __future__ import annotations
@@ -45,6 +50,38 @@ def _open(db: Path, artifacts: Path) -> None:
     store.engine.dispose()
 
 
+#: the columns where MLflow keeps an artifact location (runs, experiments, logged models and
+#: registered model versions)
+LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+             ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
+             ("model_versions", "source"))
+
+
+def _relocate(db: Path, artifacts: Path) -> None:
+    """Point every artifact location under the mlruns/ the store was made with (the parent of
+    its Default experiment's, `<mlruns>/0`) at `artifacts` instead; nothing to do when they are
+    the same."""
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        row = con.execute("SELECT artifact_location FROM experiments WHERE experiment_id = 0"
+                          ).fetchone()
+        old = str(row[0]).rsplit("/", 1)[0] if row and row[0] else ""  # <mlruns>/0
+        new = artifacts.as_uri()
+        if not old.endswith("/mlruns") or old == new or not old.startswith("file://"):
+            return
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        with con:
+            for table, col in LOCATIONS:
+                if table not in tables:
+                    continue
+                for prefix, repl in ((old, new), (old[len("file://"):], str(artifacts))):
+                    con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) "  # nosec B608
+                                f"WHERE {col} = ? OR substr({col}, 1, ?) = ?",
+                                (repl, len(prefix) + 1, prefix, len(prefix) + 1, prefix + "/"))
+    finally:
+        con.close()
+
+
 def tracking_uri(root: Path) -> str:
     """The tracking URI of the store in `root`, which exists and opens when this returns."""
     root = root.resolve()
@@ -68,4 +105,5 @@ def tracking_uri(root: Path) -> str:
         tmp.unlink(missing_ok=True)
         _open(tmp, artifacts)
         os.replace(tmp, db)
+    _relocate(db, artifacts)
     return f"sqlite:///{db}"

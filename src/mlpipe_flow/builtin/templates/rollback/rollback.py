@@ -2,10 +2,12 @@
 
     python rollback/rollback.py [--to VERSION]
 
-Rewrites registry/champion.json atomically; then restart (or roll) the API pods so they load
-the champion: `kubectl rollout restart deployment/model-api -n production`. Verify with
-`curl .../health` (model_version). Exit status 0 on success, 1 when there is nothing to roll
-back to.
+Moves the MLflow Model Registry alias `champion` back to the version the current champion
+replaced (its `previous_champion` tag), then exports that version to registry/ (the files the
+API loads and the image ships; registry/champion.json is replaced atomically). Restart (or
+roll) the API pods so they load it: `kubectl rollout restart deployment/model-api -n
+production`; verify with `curl .../health` (model_version). Exit status 0 on success, 1 when
+there is nothing to roll back to.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,12 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--to", help="a registered version (default: the previous champion)")
     args = ap.parse_args(argv)
     try:
+        registry.ensure_initialised()
         old, new = registry.rollback(args.to)
     except (RuntimeError, KeyError) as e:
         print(f"rollback: {e}", file=sys.stderr)
         return 1
-    registry.record_decision({"decision": "rollback", "from": old, "to": new})
-    print(json.dumps({"rolled_back_from": old, "champion": new}))
+    registry.record_decision({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "decision": "rollback", "from": old, "to": new})
+    print(json.dumps({"rolled_back_from": old, "champion": new,
+                      "served": (registry.champion() or {}).get("model_uri")}))
     return 0
 
 

@@ -45,9 +45,7 @@ def test_health_reports_model_version(client):
 
 
 def test_predict_matches_the_saved_model(client, test_rows):
-    from deployment.api.main import MODEL_DIR
-
-    model = joblib.load(MODEL_DIR / "model.joblib")
+    model = joblib.load(client.app.state.served.folder / "model.joblib")
     r = client.post("/predict", json={"records": records(test_rows)})
     assert r.status_code == 200, r.text
     got = r.json()["predictions"]
@@ -93,9 +91,7 @@ def served_score(answers: list[dict], meta: dict) -> float:
 
 
 def test_api_reproduces_the_recorded_test_score(client):
-    from deployment.api import main
-
-    meta = getattr(main, "META", None) or META
+    meta = client.app.state.served.meta
     frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
     answers = []
     for start in range(0, len(frame), 500):
@@ -129,8 +125,17 @@ def test_malformed_json_gets_422_and_the_api_stays_up(client):
     assert client.get("/health").status_code == 200
 
 
+def predicted(client) -> float:
+    """The rows predicted, by the counter of this track and model version."""
+    series = f'mlpipe_predictions_total{{model_version="{META["version"]}",track="stable"}} '
+    lines = [ln for ln in client.get("/metrics").text.splitlines() if ln.startswith(series)]
+    return float(lines[0].split(" ")[1]) if lines else float("nan")
+
+
 def test_metrics_exposed(client, test_rows):
+    before = predicted(client)
     client.post("/predict", json={"records": records(test_rows.head(2))})
+    assert predicted(client) == before + 2
     text = client.get("/metrics").text
     for name in ("mlpipe_requests_total", "mlpipe_request_latency_seconds_bucket",
                  "mlpipe_model_version_info"):
@@ -139,23 +144,87 @@ def test_metrics_exposed(client, test_rows):
         assert "mlpipe_prediction_confidence_bucket" in text
 
 
+def test_metrics_label_routes_not_raw_paths(client):
+    """Requests to paths no route matches share one series: an endpoint label per raw path
+    would grow a new series with every scanner's request."""
+    import re
+
+    def series() -> set[str]:
+        return {line.split(" ")[0] for line in client.get("/metrics").text.splitlines()
+                if line.startswith("mlpipe_request")}
+
+    client.get("/no-such-path-1")
+    before = series()
+    for i in range(2, 6):
+        assert client.get(f"/no-such-path-{i}").status_code == 404
+    after = series()
+    assert after == before
+    assert not [s for s in after if "no-such-path" in s]
+    assert re.search(r'mlpipe_requests_total\{endpoint="unmatched",[^}]*status="404"', "\n".join(after))
+
+
+def test_predict_requests_carry_the_route_template(client, test_rows):
+    """What the alerts select on: a prediction lands in the `/predict` series, not `unmatched`."""
+    import re
+
+    def count(endpoint: str) -> float:
+        text = client.get("/metrics").text
+        pattern = (rf'^mlpipe_requests_total\{{endpoint="{re.escape(endpoint)}",'
+                   r'[^}]*status="200"[^}]*\} (\S+)')
+        return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.M))
+
+    before = count("/predict")
+    assert client.post("/predict", json={"records": records(test_rows.head(2))}).status_code == 200
+    assert count("/predict") == before + 1
+
+
 def test_predictor_reproduces_the_pipeline_on_the_test_split(client):
-    """Whichever predictor serves (compiled to numpy or the pipeline itself), its output on the
-    whole test split equals the saved pipeline's own predict_proba / predict."""
+    """Whichever predictor serves (ONNX Runtime or the pipeline itself), its output on the
+    whole test split agrees with the saved pipeline's own predict_proba / predict."""
     import numpy as np
     from deployment.api import main
 
+    served = client.app.state.served
     frame = pd.read_csv(ROOT / "data" / "splits" / "test.csv")[FEATURES]
     columns = main.to_columns(records(frame))
-    method = main.MODEL.predict_proba if main.IS_CLASSIFIER else main.MODEL.predict
+    method = served.model.predict_proba if served.is_classifier else served.model.predict
     want = np.asarray(method(pd.DataFrame(columns)))
-    np.testing.assert_allclose(main.PREDICTOR.output(columns), want, rtol=1e-9, atol=1e-12)
-    assert client.get("/health").json()["predictor"] == main.PREDICTOR.kind
+    np.testing.assert_allclose(served.predictor.output(columns), want, rtol=1e-7, atol=1e-7)
+    assert client.get("/health").json()["predictor"] == served.predictor.kind
 
 
-def test_compiled_predictor_refuses_what_it_cannot_reproduce():
+def test_predictor_falls_back_to_the_pipeline():
     from deployment.api import predictor
     from sklearn.dummy import DummyClassifier
 
     p = predictor.load(DummyClassifier().fit([[0], [1]], [0, 1]), ["x"], {"x"}, proba=True)
-    assert p.kind == "sklearn" and "not compiled" in p.reason
+    assert p.kind == "sklearn" and "not converted" in p.reason
+
+
+def test_inputs_are_logged_for_the_drift_job(test_rows, tmp_path, monkeypatch):
+    """Every record when INPUT_LOG_SAMPLE=1: its features, `ts`, `model_version` and `track`,
+    one JSON object per line in INPUT_LOG_DIR/inputs-*.jsonl."""
+    from deployment.api.main import app
+
+    monkeypatch.setenv("INPUT_LOG_DIR", str(tmp_path))
+    monkeypatch.setenv("INPUT_LOG_SAMPLE", "1")
+    monkeypatch.setenv("MODEL_TRACK", "stable")
+    with TestClient(app) as c:
+        assert c.post("/predict", json={"records": records(test_rows.head(3))}).status_code == 200
+    lines = [json.loads(line) for f in tmp_path.glob("inputs-*.jsonl")
+             for line in f.read_text().splitlines()]
+    assert len(lines) == 3
+    assert all(set(FEATURES) | {"ts", "model_version", "track"} <= set(line) for line in lines)
+    assert lines[0]["model_version"] == str(META["version"])
+
+
+def test_input_log_is_bounded(tmp_path):
+    from deployment.api.input_log import InputLog
+
+    log = InputLog(tmp_path, sample=1.0, max_bytes=4000, files=3, stamp={"track": "stable"})
+    for i in range(200):
+        log.write([{"x": i, "text": "y" * 50}])
+    log.close()
+    files = list(tmp_path.glob("inputs-*.jsonl"))
+    assert len(files) <= 3
+    assert sum(f.stat().st_size for f in files) <= 4000 + 200

@@ -1,5 +1,6 @@
 """The stand-in's core: DAG, operators, task groups, TaskFlow decorators and the dependency
-operators (>>, <<, set_upstream/downstream, chain, cross_downstream, Label), recording only."""
+operators (>>, <<, set_upstream/downstream, chain, cross_downstream, Label). Importing a DAG file
+only records; `dag.test()` runs the tasks once, locally (_run_dag), for tests."""
 
 from __future__ import annotations
 
@@ -152,8 +153,9 @@ class DAG:
         _DAG_STACK.pop()
         return False
 
-    def test(self, *args, **kwargs):  # dag.test() under `if __name__ == "__main__"` only
-        raise RuntimeError("the mlpipe stand-in of Airflow does not run tasks")
+    def test(self, *args, **kwargs):
+        """Run every task once, in dependency order, in this process (see _run_dag)."""
+        return _run_dag(self)
 
     def cli(self):
         return None
@@ -532,3 +534,115 @@ def days_ago(n, hour=0, minute=0, second=0, microsecond=0):
     today = datetime.datetime.now(datetime.timezone.utc).replace(
         hour=hour, minute=minute, second=second, microsecond=microsecond)
     return today - datetime.timedelta(days=n)
+
+
+# -- dag.test(): one local run, for tests -------------------------------------------------------
+class TaskRun:
+    """What one task did in a stand-in dag.test(): state, output, XCom return value."""
+
+    def __init__(self, task_id, state, output="", xcom=None, error=None):
+        self.task_id, self.state, self.output, self.xcom, self.error = \
+            task_id, state, output, xcom, error
+
+    def __repr__(self):
+        return f"TaskRun({self.task_id!r}, {self.state!r})"
+
+
+def _order(dag):
+    done, out = set(), []
+    pending = list(dag.task_dict)
+    while pending:
+        ready = [t for t in pending if dag.task_dict[t].upstream_task_ids <= done]
+        if not ready:
+            raise ValueError(f"DAG {dag.dag_id!r} has a cycle among {pending}")
+        for t in ready:
+            out.append(t)
+            done.add(t)
+            pending.remove(t)
+    return out
+
+
+def _descendants(dag, task_id):
+    seen, stack = set(), [task_id]
+    while stack:
+        for d in dag.task_dict[stack.pop()].downstream_task_ids:
+            if d not in seen:
+                seen.add(d)
+                stack.append(d)
+    return seen
+
+
+def _resolve(value, runs):
+    if isinstance(value, XComArg):
+        got = runs[value.operator.task_id].xcom
+        return got if value.key == "return_value" else (got or {}).get(value.key)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_resolve(v, runs) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, runs) for k, v in value.items()}
+    return value
+
+
+def _run_bash(t):
+    import os
+    import subprocess
+
+    env = None
+    if t.env is not None:
+        env = {**os.environ, **t.env} if t.append_env else dict(t.env)
+    proc = subprocess.run(["bash", "-c", t.bash_command], cwd=t.cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          stdin=subprocess.DEVNULL, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    skip = t.skip_on_exit_code
+    skip = set(skip) if isinstance(skip, (list, tuple, set)) else {skip}
+    if proc.returncode in skip:
+        return "skipped", proc.stdout, None
+    state = "success" if proc.returncode == 0 else "failed"
+    return state, proc.stdout, (lines[-1] if lines else None)
+
+
+def _run_dag(dag):
+    """Each task once, in dependency order: Bash commands through `bash -c` in their cwd (the
+    XCom is the last line printed, as Airflow's BashOperator pushes it), Python callables with
+    their XCom arguments. Trigger rule all_success: a task runs only when every upstream task
+    succeeded; a short-circuit that returns a falsy value skips everything downstream of it, a
+    branch skips the direct downstream tasks it did not name. Returns {task_id: TaskRun}."""
+    runs = {}
+    skipped_by = {}
+    for tid in _order(dag):
+        t = dag.task_dict[tid]
+        ups = [runs[u].state for u in t.upstream_task_ids]
+        if tid in skipped_by or "skipped" in ups:
+            runs[tid] = TaskRun(tid, "skipped")
+            continue
+        if any(s in ("failed", "upstream_failed") for s in ups):
+            runs[tid] = TaskRun(tid, "upstream_failed")
+            continue
+        if t.trigger_rule != "all_success":
+            raise NotImplementedError(f"stand-in dag.test(): trigger rule {t.trigger_rule!r}")
+        try:
+            if getattr(t, "bash_command", None) is not None and hasattr(t, "skip_on_exit_code"):
+                state, output, xcom = _run_bash(t)
+                runs[tid] = TaskRun(tid, state, output, xcom)
+                continue
+            fn = getattr(t, "python_callable", None)
+            if fn is None:
+                runs[tid] = TaskRun(tid, "success")  # EmptyOperator
+                continue
+            value = fn(*_resolve(t.op_args, runs), **_resolve(t.op_kwargs, runs))
+        except Exception as e:  # noqa: BLE001 - a failing task is a state, as in Airflow
+            runs[tid] = TaskRun(tid, "failed", error=f"{type(e).__name__}: {e}")
+            continue
+        runs[tid] = TaskRun(tid, "success", xcom=value)
+        kind = getattr(t, "decorator_kind", None) or (
+            "short_circuit" if isinstance(t, ShortCircuitOperator) else
+            "branch" if isinstance(t, BranchPythonOperator) else "python")
+        if kind == "short_circuit" and not value:
+            for d in _descendants(dag, tid):
+                skipped_by[d] = tid
+        elif kind == "branch":
+            chosen = {value} if isinstance(value, str) else set(value or ())
+            for d in t.downstream_task_ids - chosen:
+                skipped_by[d] = tid
+    return runs

@@ -1,7 +1,13 @@
 """Data drift detector: each feature of recent inputs against the training reference.
 
+    python monitoring/drift_detection/detect_drift.py            # the API's logged inputs
     python monitoring/drift_detection/detect_drift.py --current new_data.csv \
         [--reference data/splits/train.csv] [--report monitoring/drift_detection/latest_report.json]
+
+Without --current it reads the production inputs the API logs (data/production/inputs-*.jsonl,
+the newest --max-rows of them; see production_data.py). Fewer than --min-rows of them (no folder,
+no files, an API that logs nothing) is "no production data": reported as such, never as "no
+drift".
 
 Per feature, a two-sample test: Kolmogorov-Smirnov for numeric features, a chi-squared test of
 homogeneity for categorical ones (categories too rare for the test pooled). A feature drifts when
@@ -11,9 +17,11 @@ shares at least MIN_EFFECT. The correction keeps the chance of a false alarm on 
 batch below ALPHA however many features there are; the effect floor keeps large batches from
 alarming on differences too small to matter. PSI is reported too, for the dashboard.
 
-Exit status: 0 no drift, 1 drift detected, 2 bad input. It prints the result as JSON and writes
-it to the report, which the API exposes as gauges; when the current data carries the target,
-the report also holds the model's primary metric on it (`live_score`).
+Exit status: 0 no drift, 1 drift detected, 2 bad input, 3 no production data. It prints the
+result as JSON (one line, the last of its output) and writes it to the report, which the API
+exposes as gauges; the report's `status` is "drift", "no_drift" or "no_data". When the current
+data carries the target, or labelled feedback exists (data/feedback/), the report also holds the
+model's primary metric on those labelled rows (`live_score`).
 """
 
 from __future__ import annotations
@@ -31,9 +39,12 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # the project's packages (models/, continuous_training/)
 ALPHA = 0.001  # family-wise false-alarm rate per batch
 MIN_EFFECT = 0.1  # KS statistic / total variation distance
 MIN_EXPECTED = 5  # chi-squared: pool categories expected fewer times than this
+MIN_ROWS = 100  # fewer logged inputs than this is no production data (the tests lack power)
+NO_DATA = 3  # exit status
 EPS = 1e-4
 
 
@@ -115,28 +126,32 @@ def feature_columns(reference: pd.DataFrame, current: pd.DataFrame) -> list[str]
         return [c for c in reference.columns if c in current.columns]
 
 
+def served_dir() -> Path:
+    """The model folder the API serves: the registry's export once continuous training
+    exists (continuous_training/registry.py), the phase-3 artifacts/ before."""
+    try:
+        from continuous_training.registry import served_dir as registry_served_dir
+    except ImportError:
+        return ROOT / "artifacts"
+    return registry_served_dir()
+
+
 def live_score(meta: dict[str, Any], current: pd.DataFrame) -> float | None:
+    """The served model's primary metric on labelled production rows, through the project's
+    one metric table (models/metrics.py); None without labels or where it is undefined."""
     target = meta.get("target")
     if target not in current.columns or current[target].isna().all():
         return None
     import joblib
-    from sklearn import metrics
+    from models.metrics import score
 
-    model = joblib.load(ROOT / "artifacts" / "model.joblib")
-    frame, y = current[meta["feature_columns"]], current[target]
-    metric = meta.get("primary_metric", "accuracy")
-    if meta["problem_type"] == "regression":
-        pred = model.predict(frame)
-        if metric == "mae":
-            return float(metrics.mean_absolute_error(y, pred))
-        if metric == "r2":
-            return float(metrics.r2_score(y, pred))
-        return float(metrics.mean_squared_error(y, pred) ** 0.5)
-    if metric == "roc_auc" and len(model.classes_) == 2 and y.nunique() == 2:
-        return float(metrics.roc_auc_score(y, model.predict_proba(frame)[:, 1]))
-    if metric.startswith("f1"):
-        return float(metrics.f1_score(y, model.predict(frame), average="macro"))
-    return float(metrics.accuracy_score(y, model.predict(frame)))
+    model = joblib.load(served_dir() / "model.joblib")
+    labelled = current.dropna(subset=[target])
+    try:
+        return score(meta["primary_metric"], model, labelled[meta["feature_columns"]],
+                     labelled[target], meta.get("positive_class"))
+    except ValueError:  # e.g. one class among the labels: ROC AUC is undefined
+        return None
 
 
 def shown(path: str) -> str:
@@ -145,41 +160,99 @@ def shown(path: str) -> str:
     return p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(path)
 
 
+def _production_data() -> Any:
+    """production_data.py beside this file (the readers of the logged inputs and feedback)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().with_name("production_data.py")
+    spec = importlib.util.spec_from_file_location("production_data", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def production_frame(folder: Path, max_rows: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    frame, info = _production_data().read_inputs(folder, max_rows)
+    return frame, info
+
+
+def labelled_feedback(meta: dict[str, Any], inputs: pd.DataFrame) -> pd.DataFrame | None:
+    """Labelled production rows (data/feedback/), or None when there are none or unusable."""
+    production_data = _production_data()
+    try:
+        frame, _ = production_data.read_feedback(meta, production_data.id_columns(),
+                                                 inputs=inputs)
+    except (OSError, ValueError) as e:
+        print(f"detect_drift: feedback ignored for the live score: {e}", file=sys.stderr)
+        return None
+    return frame if len(frame) else None
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".report.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, path)
+    print(json.dumps(report))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="per-feature drift tests against the training data")
-    ap.add_argument("--current", required=True, help="CSV of recent production inputs")
+    ap.add_argument("--current", help="CSV of recent inputs (default: the API's logged inputs)")
+    ap.add_argument("--production", default=str(ROOT / "data" / "production"),
+                    help="folder of the API's inputs-*.jsonl logs, read without --current")
+    ap.add_argument("--max-rows", type=int, default=50_000, help="newest logged inputs read")
+    ap.add_argument("--min-rows", type=int, default=MIN_ROWS,
+                    help="fewer logged inputs than this is no production data")
     ap.add_argument("--reference", default=str(ROOT / "data" / "splits" / "train.csv"))
     ap.add_argument("--report", default=str(Path(__file__).parent / "latest_report.json"))
     ap.add_argument("--alpha", type=float, default=ALPHA, help="family-wise false-alarm rate")
     ap.add_argument("--min-effect", type=float, default=MIN_EFFECT,
                     help="smallest KS statistic / total variation distance that counts")
     args = ap.parse_args(argv)
-    meta = json.loads((ROOT / "artifacts" / "model_meta.json").read_text(encoding="utf-8"))
+    meta = json.loads((served_dir() / "model_meta.json").read_text(encoding="utf-8"))
     features = list(meta["feature_columns"])
+    source: dict[str, Any] = {}
     try:
         reference = pd.read_csv(args.reference)
-        current = pd.read_csv(args.current)
+        if args.current:
+            current = pd.read_csv(args.current)
+            source = {"current": shown(args.current)}
+        else:
+            current, source = production_frame(Path(args.production), args.max_rows)
     except (OSError, ValueError) as e:
         print(f"detect_drift: cannot read the data: {e}", file=sys.stderr)
         return 2
+    name = args.current or source.get("folder", args.production)
+    if not args.current and len(current) < args.min_rows:
+        report = {"status": "no_data", "drift_detected": None, "drifted_features": [],
+                  "features": {}, "reason": f"{len(current)} logged input(s) in {name}, fewer "
+                  f"than --min-rows {args.min_rows}: no production data to judge",
+                  "reference": shown(args.reference), "production": source, "rows": len(current),
+                  "live_score": None, "primary_metric": meta.get("primary_metric")}
+        write_report(report, Path(args.report))
+        return NO_DATA
     missing = [c for c in features if c not in current.columns or c not in reference.columns]
     if missing:
-        print(f"detect_drift: {args.current}: missing feature column(s) {missing[:5]}",
-              file=sys.stderr)
+        print(f"detect_drift: {name}: missing feature column(s) {missing[:5]}", file=sys.stderr)
         return 2
     if current.empty:
-        print(f"detect_drift: {args.current} has no rows", file=sys.stderr)
+        print(f"detect_drift: {name} has no rows", file=sys.stderr)
         return 2
     report = detect_drift(reference, current, features, args.alpha, args.min_effect)
-    report.update(reference=shown(args.reference), current=shown(args.current), rows=len(current),
-                  live_score=live_score(meta, current), primary_metric=meta.get("primary_metric"))
-    report_path = Path(args.report)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=report_path.parent, prefix=".report.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, report_path)
-    print(json.dumps(report))
+    labelled = current if args.current else labelled_feedback(meta, current)
+    report.update(status="drift" if report["drift_detected"] else "no_drift",
+                  reference=shown(args.reference), rows=len(current),
+                  live_score=None if labelled is None else live_score(meta, labelled),
+                  primary_metric=meta.get("primary_metric"))
+    if args.current:
+        report["current"] = shown(args.current)
+    else:
+        report["production"] = source
+        report["labelled_rows"] = 0 if labelled is None else len(labelled)
+    write_report(report, Path(args.report))
     return 1 if report["drift_detected"] else 0
 
 
