@@ -204,6 +204,22 @@ def telco_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def telco_ct(telco_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's Telco workspace, then the built-in phases 4-6 (no gates), once per session;
+    read-only for tests (copy it before changing anything)."""
+    from ml_workspace import copy, run_builtin
+
+    def build(folder: Path) -> str:
+        ws = copy(telco_workspace, folder / "ws")
+        with cpu_of(tmp_path_factory).shared():
+            for phase in ("phase4", "phase5", "phase6"):
+                run_builtin(ws, phase)
+        return str(ws)
+
+    return Path(built_once(tmp_path_factory, "telco_ct", build))
+
+
+@pytest.fixture(scope="session")
 def passing(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The example data through all six phases and gates with the built-in agent, once per
     session (tests/mutations.py). Read-only: break a `mutant` copy instead."""

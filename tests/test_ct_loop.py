@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from ml_workspace import copy, run_builtin
+from ml_workspace import copy
 
 STANDIN = REPO / "src" / "mlpipe_flow" / "checks" / "airflow_standin"
 DAG = "airflow_dags/continuous_training.py"
@@ -62,12 +62,9 @@ print("DAG-STATES " + json.dumps(states))
 
 
 @pytest.fixture(scope="module")
-def ws6(telco_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's Telco workspace (phases 1-3 by the built-in agent), then phases 4-6."""
-    ws = copy(telco_workspace, tmp_path_factory.mktemp("ct") / "ws")
-    for phase in ("phase4", "phase5", "phase6"):
-        run_builtin(ws, phase)
-    return ws
+def ws6(telco_ct: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's Telco workspace built through phase 6 by the built-in agent."""
+    return copy(telco_ct, tmp_path_factory.mktemp("ct") / "ws")
 
 
 def unseen(ws: Path) -> pd.DataFrame:
@@ -133,6 +130,10 @@ def test_the_drift_job_reads_the_logged_inputs(ws6: Path, tmp_path: Path) -> Non
     log_inputs(ws, moved, features)
     code, report = drift_job(ws)
     assert (code, report["status"]) == (1, "drift") and col in report["drifted_features"], report
+    # the chart of the per-feature effects, beside the report: a real PNG, redrawn each run
+    assert report["plot"] == "monitoring/drift_detection/latest_drift.png"
+    png = (ws / report["plot"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
 
 
 def test_labelled_feedback_joins_the_training_set(ws6: Path, tmp_path: Path) -> None:

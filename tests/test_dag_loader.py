@@ -371,3 +371,56 @@ def test_the_stand_in_runs_a_dag_once_for_tests(tmp_path: Path) -> None:
                    "never": "upstream_failed", "skip": "skipped"}, got
     assert not (tmp_path / "dags" / "ran.txt").exists()
     assert run("yes")["after"] == "success" and (tmp_path / "dags" / "ran.txt").is_file()
+
+
+def test_the_loader_runs_a_dag_up_to_a_task(tmp_path: Path) -> None:
+    """`dag_loader.py --run CHECK STOP` (the phase-6 drift drill): the stand-in's dag.test() up
+    to the first task whose id holds STOP, which is recorded as reached and not run; what
+    follows it is not run; a short-circuit's skips name it; a real Airflow is never used."""
+    import subprocess
+
+    from mlpipe_flow.checks.dag_checks import LOADER, STANDIN
+
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "ct.py").write_text(textwrap.dedent('''
+        from datetime import datetime
+        from pathlib import Path
+        from airflow.sdk import DAG, task
+        from airflow.providers.standard.operators.bash import BashOperator
+
+        HERE = str(Path(__file__).parent)
+
+        @task.short_circuit
+        def decide(line):
+            return line.strip() == "drift"
+
+        with DAG("ct", schedule="@weekly", start_date=datetime(2024, 1, 1)) as dag:
+            check = BashOperator(task_id="check_drift", cwd=HERE, bash_command="cat verdict.txt")
+            prep = BashOperator(task_id="prepare", cwd=HERE, bash_command="touch prepared")
+            retrain = BashOperator(task_id="retrain", cwd=HERE, bash_command="touch retrained")
+            canary = BashOperator(task_id="canary", cwd=HERE, bash_command="touch canary")
+            decide(check.output) >> prep >> retrain >> canary
+        '''))
+
+    def run(verdict: str) -> dict:
+        (tmp_path / "dags" / "verdict.txt").write_text(f"testing...\n{verdict}\n")
+        out = tmp_path / f"run-{verdict}.json"
+        res = subprocess.run([sys.executable, str(LOADER), str(tmp_path / "dags" / "ct.py"),
+                              str(STANDIN), str(out), "--run", "check", "retrain"],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        return json.loads(out.read_text())
+
+    calm = run("no_drift")
+    assert calm["error"] is None and calm["check"] == "check_drift" and calm["retrain"] == "retrain"
+    assert calm["brief"] == {"check_drift": "success", "decide": "success",
+                             "prepare": "skipped (by decide)", "retrain": "skipped (by decide)",
+                             "canary": "skipped (by decide)"}, calm["brief"]
+    assert calm["states"]["check_drift"]["last"] == "no_drift"
+    shifted = run("drift")
+    assert shifted["brief"] == {"check_drift": "success", "decide": "success",
+                                "prepare": "success", "retrain": "reached",
+                                "canary": "not_run"}, shifted["brief"]
+    assert (tmp_path / "dags" / "prepared").is_file()
+    assert not (tmp_path / "dags" / "retrained").exists()
+    assert not (tmp_path / "dags" / "canary").exists()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml_workspace import copy, run_builtin
+from ml_workspace import copy
 from mlpipe_flow.builtin.project import (
     Step,
     imported_modules,
@@ -34,12 +34,10 @@ from mlpipe_flow.builtin.project import (
 
 
 @pytest.fixture(scope="module")
-def project(telco_workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Phases 1-3 (the session's Telco workspace), then the built-in phases 4-6 and the project
-    files phase 6 ends with."""
-    ws = copy(telco_workspace, tmp_path_factory.mktemp("project") / "ws")
-    for phase in ("phase4", "phase5", "phase6"):
-        run_builtin(ws, phase)
+def project(telco_ct: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's Telco workspace built through phase 6 by the built-in agent, and
+    the project files phase 6 ends with."""
+    ws = copy(telco_ct, tmp_path_factory.mktemp("project") / "ws")
     spec = yaml.safe_load((ws / "ml-spec.yaml").read_text())
     meta = json.loads((ws / "artifacts/model_meta.json").read_text())
     write_project_files(ws, spec, meta)

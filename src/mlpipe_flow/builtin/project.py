@@ -234,6 +234,7 @@ mlruns/
 
 # Written by the jobs at run time
 monitoring/drift_detection/latest_report.json
+monitoring/drift_detection/latest_drift.png
 canary_deployment/.router-weight.json
 """
 

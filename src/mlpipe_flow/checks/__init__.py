@@ -135,6 +135,9 @@ CHECKS: dict[str, CheckKind] = {
     "dag_parses": CheckKind("dag_checks:CtDagParams", "dag_checks:dag_parses",
                             "the retraining DAG loads with the spec's schedule; ordered tasks "
                             "run workspace code"),
+    "dag_drift_drill": CheckKind("dag_drills:DagDriftDrillParams", "dag_drills:dag_drift_drill",
+                                 "the retraining DAG, run on the API's logged inputs: no drift "
+                                 "skips retraining, drift starts it"),
     "retrain_drill": CheckKind("ct_checks:RetrainDrillParams", "ct_checks:retrain_drill",
                                "worse data keeps the champion, better data replaces a bad one"),
     "rollback_drill": CheckKind("ct_checks:RollbackDrillParams", "ct_checks:rollback_drill",

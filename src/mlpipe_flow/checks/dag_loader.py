@@ -1,6 +1,10 @@
 """Load one DAG file the way Airflow does and describe what it built, as JSON.
 
     python dag_loader.py DAG_FILE STANDIN_DIR OUT_JSON
+    python dag_loader.py DAG_FILE STANDIN_DIR OUT_JSON --run CHECK STOP
+
+The second form (the phase-6 drift drill, `dag_drills.py`) runs the DAG instead of describing
+it: see `_run`.
 
 Run by path in a child process of the workspace's interpreter (self-contained: it imports
 nothing of mlpipe). Like Airflow's DagBag it imports the file as a module with its folder on
@@ -35,6 +39,10 @@ def main(argv: list[str]) -> int:
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
     sys.path.insert(0, str(dag_file.parent))
+    if argv[3:4] == ["--run"]:
+        out.write_text(json.dumps(_run(dag_file, standin, argv[4], argv[5]), default=str),
+                       encoding="utf-8")
+        return 0
     report: dict = {"file": str(dag_file), "dags": [], "error": None}
     try:
         import airflow  # noqa: F401
@@ -47,13 +55,54 @@ def main(argv: list[str]) -> int:
         if mode == "airflow":
             dags, error = _dagbag(dag_file)
         else:
-            dags, error = _standin(dag_file)
+            dags, error = _standin_dags(dag_file)
         report["error"] = error
         report["dags"] = [_describe_dag(d, dag_file) for d in dags]
     except Exception as e:  # noqa: BLE001 - whatever happened is the report
         report["error"] = _why(e)
     out.write_text(json.dumps(report, default=str), encoding="utf-8")
     return 0
+
+
+def _run(dag_file: Path, standin: str, check: str, stop: str) -> dict:
+    """`--run CHECK STOP`: run the DAG holding a task whose id contains CHECK and one whose id
+    contains STOP with the stand-in's dag.test(), up to the first STOP task (recorded as
+    "reached", not run). The stand-in always: it goes first on the path, before a real Airflow
+    (whose dag.test() needs a metadata database)."""
+    sys.path.insert(0, standin)
+    report: dict = {"file": str(dag_file), "mode": "stand-in dag.test()", "error": None}
+    try:
+        from airflow import _standin  # type: ignore[import-not-found]
+
+        dags, error = _standin_dags(dag_file)
+        if error:
+            report["error"] = f"the DAG file does not import: {error}"
+            return report
+        for dag in dags:
+            ids = list(dag.task_dict)
+            checks = [t for t in ids if check in t]
+            stops = [t for t in ids if stop in t]
+            if checks and stops:
+                break
+        else:
+            report["error"] = (f"no DAG has both a task whose id contains {check!r} and one whose "
+                               f"id contains {stop!r}")
+            return report
+        runs = _standin._run_dag(dag, stop=lambda tid: stop in tid)
+    except Exception as e:  # noqa: BLE001 - whatever happened is the report
+        report["error"] = _why(e)
+        return report
+    states = {}
+    for tid, r in runs.items():
+        lines = [ln for ln in (r.output or "").splitlines() if ln.strip()]
+        states[tid] = {"state": r.state, "skipped_by": r.skipped_by, "error": r.error,
+                       "tail": [ln[:300] for ln in lines[-4:]],
+                       "last": lines[-1][:100_000] if lines else ""}
+    first = next((t for t in runs if stop in t and runs[t].state == "reached"), stops[0])
+    report.update(dag_id=dag.dag_id, states=states, check=checks[0], retrain=first,
+                  brief={t: s["state"] + (f" (by {s['skipped_by']})" if s["skipped_by"] else "")
+                         for t, s in states.items()})
+    return report
 
 
 def _why(e: BaseException) -> str:
@@ -66,7 +115,7 @@ def _why(e: BaseException) -> str:
     return f"{text} ({where})" if where else text
 
 
-def _standin(dag_file: Path) -> tuple[list, str | None]:
+def _standin_dags(dag_file: Path) -> tuple[list, str | None]:
     from airflow import _standin  # type: ignore[import-not-found]
 
     name = f"unusual_prefix_mlpipe_{dag_file.stem}"

@@ -2,8 +2,9 @@
 
 data_quality/schema.json holds, for every column of the splits (ids, features, target): its type
 (integer | number | category | string), whether it may be missing, its range (numbers)
-or allowed values (categories). `validate` reports every violation; the pipeline stops
-when the cleaned dataset does not comply.
+or allowed values (categories). `pandera_schema` turns it into a pandera DataFrameSchema and
+`validate` reports every violation pandera finds; the pipeline stops when the cleaned dataset
+does not comply.
 
 Run: `python -m data_quality.schema` (validates data/interim/dataset.csv and the splits)
 -> data_quality/validation_report.json
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pandera.pandas as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = "data_quality/schema.json"
@@ -60,49 +62,69 @@ def infer_schema(df: pd.DataFrame, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def validate(df: pd.DataFrame, schema: dict[str, Any]) -> dict[str, Any]:
-    """Every violation of the schema in df: missing/unexpected columns, nulls, types, ranges."""
+def _numbers(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce")
+
+
+def column_schema(col: dict[str, Any]) -> pa.Column:
+    """One schema.json entry as a pandera Column: nullability and, per type, the checks (each
+    vectorised over the column; missing values are left to `nullable`)."""
+    checks: list[pa.Check] = []
+    if col["type"] in ("integer", "number"):
+        checks.append(pa.Check(lambda s: _numbers(s).notna(), name="numeric",
+                               error="non-numeric value"))
+        if col["type"] == "integer":
+            checks.append(pa.Check(lambda s: ~(_numbers(s) % 1 > 0), name="integer",
+                                   error="non-integer value"))
+        lo, hi = col.get("min"), col.get("max")
+        if lo is not None and hi is not None:
+            checks.append(pa.Check(lambda s, lo=lo, hi=hi: _numbers(s).isna()
+                                   | _numbers(s).between(lo, hi), name=f"in [{lo}, {hi}]",
+                                   error=f"value outside [{lo}, {hi}]"))
+    elif col["type"] == "category":
+        allowed = set(col["categories"])
+        checks.append(pa.Check(lambda s, allowed=allowed: s.astype(str).isin(allowed),
+                               name="category", error="value not in the allowed categories"))
+    return pa.Column(None, checks=checks, nullable=bool(col["nullable"]), required=True,
+                     name=col["name"])
+
+
+def pandera_schema(schema: dict[str, Any]) -> pa.DataFrameSchema:
+    """schema.json as a pandera DataFrameSchema: every column required, no other column."""
+    return pa.DataFrameSchema({c["name"]: column_schema(c) for c in schema["columns"]},
+                              strict=True, name="splits")
+
+
+def problems_of(errors: pa.errors.SchemaErrors) -> tuple[list[str], int]:
+    """pandera's failure cases as one line per column and check, and the violating cells."""
+    cases = errors.failure_cases
     problems: list[str] = []
-    expected = [c["name"] for c in schema["columns"]]
-    missing = [c for c in expected if c not in df.columns]
-    extra = [c for c in df.columns if c not in expected]
-    if missing:
-        problems.append(f"missing columns: {missing}")
-    if extra:
-        problems.append(f"unexpected columns: {extra}")
     bad_cells = 0
-    for col in schema["columns"]:
-        name = col["name"]
-        if name not in df.columns:
+    frame_level = {"column_in_schema": "unexpected columns", "column_in_dataframe":
+                   "missing columns"}
+    for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
+        values = sorted({str(v) for v in group["failure_case"].dropna()})
+        if str(group["schema_context"].iloc[0]) == "DataFrameSchema":
+            problems.append(f"{frame_level.get(str(check), str(check))}: {values[:10]}")
             continue
-        s = df[name]
-        nulls = int(s.isna().sum())
-        if nulls and not col["nullable"]:
-            problems.append(f"{name}: {nulls} missing value(s) in a non-nullable column")
-            bad_cells += nulls
-        values = s.dropna()
-        if col["type"] in ("integer", "number"):
-            num = pd.to_numeric(values, errors="coerce")
-            not_num = int(num.isna().sum())
-            if not_num:
-                problems.append(f"{name}: {not_num} non-numeric value(s)")
-            num = num.dropna()
-            if col["type"] == "integer":
-                frac = int((num % 1 != 0).sum())
-                if frac:
-                    problems.append(f"{name}: {frac} non-integer value(s)")
-            lo, hi = col.get("min"), col.get("max")
-            out = int(((num < lo) | (num > hi)).sum()) if lo is not None and hi is not None else 0
-            if out:
-                problems.append(f"{name}: {out} value(s) outside [{lo}, {hi}]")
-            bad_cells += not_num + out
-        elif col["type"] == "category":
-            allowed = set(col["categories"])
-            unknown = values[~values.astype(str).isin(allowed)]
-            if len(unknown):
-                problems.append(f"{name}: {len(unknown)} value(s) not in the allowed categories, "
-                                f"e.g. {sorted(set(map(str, unknown)))[:3]}")
-                bad_cells += len(unknown)
+        bad_cells += len(group)
+        what = "missing value in a non-nullable column" if "not_nullable" in str(check) \
+            else str(check)
+        problems.append(f"{column}: {what} ({len(group)} cell(s))"
+                        + (f", e.g. {values[:3]}" if values and values != ["None"] else ""))
+    return problems, bad_cells
+
+
+def validate(df: pd.DataFrame, schema: dict[str, Any]) -> dict[str, Any]:
+    """Every violation of the schema in df (pandera, lazily: all of them, not the first):
+    missing or unexpected columns, nulls, types, ranges, categories."""
+    problems: list[str] = []
+    bad_cells = 0
+    try:
+        pandera_schema(schema).validate(df, lazy=True)
+    except pa.errors.SchemaErrors as e:
+        problems, bad_cells = problems_of(e)
+    expected = [c["name"] for c in schema["columns"]]
     cells = max(1, df.shape[0] * max(1, len(expected)))
     completeness = 1.0 - float(df.isna().to_numpy().sum()) / cells if len(df) else 0.0
     return {

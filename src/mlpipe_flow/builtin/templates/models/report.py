@@ -9,7 +9,9 @@ promises, computed with scikit-learn's own tools and saved where people look for
   `calibration_curve`); for a regression, a residual summary; the same metrics per group of
   each of the spec's `group_columns`.
 - artifacts/decision_threshold.json (two classes): {"threshold", "positive_class", "objective",
-  ...}: the API predicts the positive class when its probability is >= threshold.
+  "model_sha256", ...}: act positive when the positive class's probability is >= threshold.
+  The API returns that probability with every answer (its label stays the model's own
+  `predict`); whoever acts on the answers applies the threshold.
 - reports/figures/*.png: ROC and precision-recall curves, calibration curve, confusion matrix
   (classification); predicted-vs-actual and residuals (regression); feature importance.
 - notebooks/02_model_evaluation.ipynb: the above shown, executed in a Jupyter kernel.

@@ -56,6 +56,25 @@ def test_schema_catches_a_violation(splits: dict[str, pd.DataFrame], spec: dict)
     assert not validate(bad, schema)["valid"]
 
 
+def test_schema_catches_values_it_never_allowed(splits: dict[str, pd.DataFrame]) -> None:
+    schema = load_schema(ROOT)
+    bad = splits["test"].head(5).copy()
+    broken = []
+    for col in schema["columns"]:
+        if col["type"] in ("integer", "number") and col.get("max") is not None:
+            bad[col["name"]] = col["max"] + 1 + abs(col["max"])
+            broken.append(col["name"])
+        elif col["type"] == "category":
+            bad[col["name"]] = "a value the schema never saw"
+            broken.append(col["name"])
+    if not broken:
+        pytest.skip("the schema bounds no column (free text only)")
+    report = validate(bad, schema)
+    assert not report["valid"]
+    named = {name for name in broken if any(p.startswith(f"{name}:") for p in report["problems"])}
+    assert named == set(broken), report["problems"]
+
+
 def test_no_row_is_in_two_splits(splits: dict[str, pd.DataFrame]) -> None:
     seen: dict[int, str] = {}
     for name, frame in splits.items():

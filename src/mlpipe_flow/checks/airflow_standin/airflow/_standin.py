@@ -540,9 +540,10 @@ def days_ago(n, hour=0, minute=0, second=0, microsecond=0):
 class TaskRun:
     """What one task did in a stand-in dag.test(): state, output, XCom return value."""
 
-    def __init__(self, task_id, state, output="", xcom=None, error=None):
+    def __init__(self, task_id, state, output="", xcom=None, error=None, skipped_by=None):
         self.task_id, self.state, self.output, self.xcom, self.error = \
             task_id, state, output, xcom, error
+        self.skipped_by = skipped_by  # the short-circuit or branch that skipped this task
 
     def __repr__(self):
         return f"TaskRun({self.task_id!r}, {self.state!r})"
@@ -590,9 +591,14 @@ def _run_bash(t):
     env = None
     if t.env is not None:
         env = {**os.environ, **t.env} if t.append_env else dict(t.env)
-    proc = subprocess.run(["bash", "-c", t.bash_command], cwd=t.cwd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          stdin=subprocess.DEVNULL, check=False)
+    limit = float(os.environ.get("MLPIPE_TASK_TIMEOUT_S") or 0) or None  # a gate's drill
+    try:
+        proc = subprocess.run(["bash", "-c", t.bash_command], cwd=t.cwd, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL, check=False, timeout=limit)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return "failed", out + f"\n[timed out after {limit:g} s]", None
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     skip = t.skip_on_exit_code
     skip = set(skip) if isinstance(skip, (list, tuple, set)) else {skip}
@@ -602,22 +608,30 @@ def _run_bash(t):
     return state, proc.stdout, (lines[-1] if lines else None)
 
 
-def _run_dag(dag):
+def _run_dag(dag, stop=None):
     """Each task once, in dependency order: Bash commands through `bash -c` in their cwd (the
     XCom is the last line printed, as Airflow's BashOperator pushes it), Python callables with
     their XCom arguments. Trigger rule all_success: a task runs only when every upstream task
     succeeded; a short-circuit that returns a falsy value skips everything downstream of it, a
-    branch skips the direct downstream tasks it did not name. Returns {task_id: TaskRun}."""
+    branch skips the direct downstream tasks it did not name. `stop(task_id)` true: that task
+    is not run when its turn comes but recorded as "reached", and what follows it as
+    "not_run" (a gate's drill runs a DAG up to a decision). Returns {task_id: TaskRun}."""
     runs = {}
     skipped_by = {}
     for tid in _order(dag):
         t = dag.task_dict[tid]
         ups = [runs[u].state for u in t.upstream_task_ids]
         if tid in skipped_by or "skipped" in ups:
-            runs[tid] = TaskRun(tid, "skipped")
+            runs[tid] = TaskRun(tid, "skipped", skipped_by=skipped_by.get(tid))
             continue
         if any(s in ("failed", "upstream_failed") for s in ups):
             runs[tid] = TaskRun(tid, "upstream_failed")
+            continue
+        if any(s in ("reached", "not_run") for s in ups):
+            runs[tid] = TaskRun(tid, "not_run")
+            continue
+        if stop is not None and stop(tid):
+            runs[tid] = TaskRun(tid, "reached")
             continue
         if t.trigger_rule != "all_success":
             raise NotImplementedError(f"stand-in dag.test(): trigger rule {t.trigger_rule!r}")

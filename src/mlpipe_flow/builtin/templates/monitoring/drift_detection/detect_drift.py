@@ -19,7 +19,10 @@ alarming on differences too small to matter. PSI is reported too, for the dashbo
 
 Exit status: 0 no drift, 1 drift detected, 2 bad input, 3 no production data. It prints the
 result as JSON (one line, the last of its output) and writes it to the report, which the API
-exposes as gauges; the report's `status` is "drift", "no_drift" or "no_data". When the current
+exposes as gauges; the report's `status` is "drift", "no_drift" or "no_data". A chart of each
+feature's effect against MIN_EFFECT (drifted features in red) goes to --plot (by default
+latest_drift.png beside the report when the logged inputs are read; with --current only when
+asked). When the current
 data carries the target, or labelled feedback exists (data/feedback/), the report also holds the
 model's primary metric on those labelled rows (`live_score`).
 """
@@ -198,6 +201,41 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     print(json.dumps(report))
 
 
+def plot_drift(report: dict[str, Any], path: Path) -> str | None:
+    """Each feature's effect (KS statistic or total variation distance), drifted ones in red,
+    against the MIN_EFFECT floor; None when matplotlib is missing (said on stderr)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("detect_drift: matplotlib is not installed: no drift chart", file=sys.stderr)
+        return None
+    feats = sorted(report["features"].items(), key=lambda kv: kv[1].get("effect") or 0)
+    names = [name for name, _ in feats]
+    effects = [float(f.get("effect") or 0) for _, f in feats]
+    colors = ["#c0392b" if f.get("drift") else "#7f8c8d" for _, f in feats]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(names) + 1.2)))
+    ax.barh(names, effects, color=colors)
+    ax.axvline(report.get("min_effect", MIN_EFFECT), color="black", linestyle="--", linewidth=1,
+               label=f"effect floor {report.get('min_effect', MIN_EFFECT):g}")
+    ax.set_xlabel("effect (KS statistic / total variation distance)")
+    ax.set_title(f"{report['status']}: {len(report['drifted_features'])} of {len(names)} "
+                 f"features drifted ({report['rows']:,} rows, alpha {report.get('alpha', ALPHA):g})",
+                 fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".drift.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return shown(str(path))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="per-feature drift tests against the training data")
     ap.add_argument("--current", help="CSV of recent inputs (default: the API's logged inputs)")
@@ -211,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=ALPHA, help="family-wise false-alarm rate")
     ap.add_argument("--min-effect", type=float, default=MIN_EFFECT,
                     help="smallest KS statistic / total variation distance that counts")
+    ap.add_argument("--plot", help="PNG chart of the per-feature effects (default: latest_drift.png "
+                    "beside the report when the logged inputs are read)")
     args = ap.parse_args(argv)
+    if args.plot is None and not args.current:
+        args.plot = str(Path(args.report).with_name("latest_drift.png"))
     meta = json.loads((served_dir() / "model_meta.json").read_text(encoding="utf-8"))
     features = list(meta["feature_columns"])
     source: dict[str, Any] = {}
@@ -252,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["production"] = source
         report["labelled_rows"] = 0 if labelled is None else len(labelled)
+    if args.plot:
+        report["plot"] = plot_drift(report, Path(args.plot))
     write_report(report, Path(args.report))
     return 1 if report["drift_detected"] else 0
 
