@@ -255,6 +255,24 @@ def test_a_retry_after_a_rollback_rolls_back_nothing(ws6: Path, tmp_path: Path) 
     assert "already rolled back" in res.stdout
 
 
+def test_the_image_ships_the_champion(ws6: Path, tmp_path: Path) -> None:
+    """The Dockerfile copies registry/: the image's API loads the registry's exported champion,
+    as the project's API does, not the phase-3 artifacts/ (issue 11)."""
+    from mlpipe_flow.checks.dockerfile_build import assemble
+
+    image = assemble(ws6 / "deployment/docker/Dockerfile", ws6, tmp_path / "image")
+    app = image.host("/app")
+    champion = json.loads((ws6 / "registry/champion.json").read_text())
+    assert json.loads((app / "registry/champion.json").read_text()) == champion
+    probe = "from deployment.api.main import model_dir; print(model_dir())"
+    res = subprocess.run([sys.executable, "-c", probe], cwd=app, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(app)}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    served = Path(res.stdout.strip().splitlines()[-1])
+    assert served == app / "registry" / "versions" / str(champion["version"])
+    assert (served / "model.joblib").is_file() and (served / "model_meta.json").is_file()
+
+
 # -- the router -----------------------------------------------------------------------------
 def canary_module(ws: Path) -> Any:
     """The workspace's canary_deployment/canary.py, imported (it imports the registry)."""

@@ -176,6 +176,17 @@ def image_tag(meta: dict[str, Any]) -> str:
     return "v" + re.sub(r"[^A-Za-z0-9_.-]", "-", str(meta["version"]))[:100]
 
 
+REGISTRY_README = """# registry/
+
+The exported champion of the MLflow Model Registry (the project's `mlflow.db`), written by
+`continuous_training/registry.py` on every promotion and rollback: `champion.json` names the
+version, `versions/<version>/` holds its `model.joblib` and `model_meta.json`. The API serves the
+champion when `champion.json` exists, else `artifacts/`; the image copies this folder, so
+rebuilding it after a promotion or a rollback ships the new champion. Empty until the first
+version is registered (phase 6).
+"""
+
+
 def run(task: BuiltinTask) -> None:
     ws = Path.cwd()
     spec = read_spec(ws)
@@ -189,6 +200,8 @@ def run(task: BuiltinTask) -> None:
     write_text(ws / "deployment" / "api" / "id_columns.json", json.dumps(ids) + "\n")
     write_text(ws / "deployment" / "docker" / "requirements.txt",
                "\n".join(_pinned(REQUIREMENTS)) + "\n")
+    if not (ws / "registry" / "README.md").is_file():  # the image copies registry/ (Dockerfile)
+        write_text(ws / "registry" / "README.md", REGISTRY_README)
     for env, replicas, cpu, mem in (("staging", 3, ("250m", "1"), ("256Mi", "1Gi")),
                                     ("production", 3, ("500m", "1"), ("512Mi", "1Gi"))):
         folder = ws / "deployment" / "k8s" / env
