@@ -6,11 +6,14 @@ first phases.
 Each case writes its table into a folder and says how `mlpipe run` is called on it: the data
 argument (a file or a database URL), the problem text and target, and what must happen: the run
 reaches 100% (`"pass"`), or is refused before anything runs with one line naming the reason
-(`"refused"`, with a phrase that line must hold).
+(`"refused"`, with a phrase that line must hold). A table in a database server this machine
+cannot start (`"unavailable"`, the reason in `refusal`) is skipped and said so.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import sqlite3
 import string
 from collections.abc import Callable
@@ -27,7 +30,7 @@ class Case:
     data: str
     problem: str
     target: str | None = None
-    expect: str = "pass"  # or "refused"
+    expect: str = "pass"  # or "refused", or "unavailable" (a server this machine lacks)
     refusal: str = ""  # a phrase the one-line refusal holds
 
 
@@ -225,6 +228,26 @@ def sqlite_table(folder: Path) -> Case:
     return Case(f"sqlite:///{path}?table=customers", "predict which customers churn", "churned")
 
 
+_SERVERS = contextlib.ExitStack()  # database servers a case started: stopped at exit
+atexit.register(_SERVERS.close)
+#: cases that start a server when built (the refusal test does not build them)
+SERVERS = {"postgres_table"}
+
+
+def postgres_table(folder: Path) -> Case:
+    """The example churn data as a typed PostgreSQL table (numeric money, integer and text
+    columns, NULLs) on a server started for the run (tests/pg_server.py), read through a
+    password-protected URL."""
+    import pg_server
+
+    problem = "predict which customers churn"
+    why = pg_server.unavailable()
+    if why:
+        return Case("", problem, "churned", expect="unavailable", refusal=why)
+    server = _SERVERS.enter_context(pg_server.running())
+    return Case(server.url(), problem, "churned")
+
+
 def skewed_regression(folder: Path) -> Case:
     """A skewed regression target: flat prices, multiplicative in area, district and age with
     log-normal noise (a long right tail), categorical and numeric features, and a group column
@@ -264,5 +287,6 @@ CORPUS: dict[str, Builder] = {
     "semicolon_decimal_comma": semicolon_decimal_comma,
     "parquet": parquet,
     "sqlite_table": sqlite_table,
+    "postgres_table": postgres_table,
     "skewed_regression": skewed_regression,
 }

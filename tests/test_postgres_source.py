@@ -1,175 +1,35 @@
 """A PostgreSQL table as the data source, end to end, against a real server.
 
-The fixture starts Debian's PostgreSQL (`/usr/lib/postgresql/<version>/bin`) in a temporary
-folder: TCP on 127.0.0.1 only, on a free port, with a password (scram-sha-256) so that its
-masking is checked on a password the server really needs, and a unix socket in that folder
-(trust) through which the table is loaded. initdb refuses to run as root, so as root the
-server runs as the `postgres` system user. Without the binaries (`make postgresql` installs
-them, as root) or without such a user, the tests skip and say why.
+The fixture starts Debian's PostgreSQL in a temporary folder (tests/pg_server.py): on
+127.0.0.1 only, with a password (scram-sha-256) so that its masking is checked on a password the
+server really needs. Without the binaries (`make postgresql` installs them, as root), a user
+to run them as, or psycopg, the tests skip and say why.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
-import os
-import pwd
 import re
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+import pg_server
 from builtin_helpers import home_of, run_phases
-from conftest import REPO, mlpipe
-
-PG_ROOT = Path("/usr/lib/postgresql")
-USER = "analyst"
-PASSWORD = "s3cret:pw/@x"  # characters a URL must escape; never shown anywhere
-URL_PASSWORD = "s3cret%3Apw%2F%40x"
-DB = "crm"
-
-#: the example churn data's columns as PostgreSQL types (money as numeric: Decimal in Python)
-COLUMNS = {
-    "customer_id": "text primary key", "age": "integer", "region": "text", "plan": "text",
-    "contract": "text", "payment_method": "text", "tenure_months": "integer",
-    "monthly_fee": "numeric(10, 2)", "total_spend": "numeric(12, 2)", "support_calls": "integer",
-    "last_login_days": "integer", "satisfaction": "smallint", "churned": "text",
-}
-
-
-@dataclass
-class Postgres:
-    port: int
-    socket_dir: Path
-
-    def url(self, table: str = "customers", driver: str = "postgresql+psycopg") -> str:
-        return f"{driver}://{USER}:{URL_PASSWORD}@127.0.0.1:{self.port}/{DB}?table={table}"
-
-    def connect(self, dbname: str = DB):  # type: ignore[no-untyped-def]
-        import psycopg
-
-        return psycopg.connect(host=str(self.socket_dir), port=self.port, user=USER,
-                               dbname=dbname, autocommit=True)
-
-
-def pg_bin() -> Path | None:
-    """The newest installed version's bin folder."""
-    found = sorted(PG_ROOT.glob("*/bin/initdb"),
-                   key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.parent.name)] or [0])
-    return found[-1].parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_server_user() -> tuple[list[str], str | None]:
-    """(the prefix that runs a command as the server's user, why it cannot be run)."""
-    if os.geteuid() != 0:
-        return [], None
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return [], "running as root and there is no `postgres` user for initdb to run as"
-    if shutil.which("runuser"):
-        return ["runuser", "-u", "postgres", "--"], None
-    if shutil.which("setpriv"):
-        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"], None
-    return [], "running as root and neither runuser nor setpriv can switch to `postgres`"
-
-
-def _run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"})
+from conftest import mlpipe
+from pg_server import DB, PASSWORD, URL_PASSWORD, USER, Postgres
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    pytest.importorskip("psycopg", reason="psycopg is not installed (it is in the [ml] extra)")
-    bindir = pg_bin()
-    if bindir is None:
-        pytest.skip(f"no PostgreSQL server binaries ({PG_ROOT}/*/bin/initdb); `make postgresql` "
-                    "installs Debian's as root")
-    prefix, why = as_server_user()
+    why = pg_server.unavailable()
     if why:
         pytest.skip(why)
-    # not under pytest's own tmp folder: that is private to this user, and the server's user
-    # must reach its data folder and socket (a short path, too: a socket path has a limit)
-    root = Path(tempfile.mkdtemp(prefix="mlpipe-pg-"))
-    data = root / "data"
-    started = False
-    try:
-        pwfile = root / "pw"
-        pwfile.write_text(PASSWORD + "\n")
-        if prefix:
-            owner = pwd.getpwnam("postgres")
-            os.chown(root, owner.pw_uid, owner.pw_gid)
-            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-        res = _run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", USER,
-                    f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
-                    "-E", "UTF8", "--locale=C", "--no-sync"])
-        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-        pwfile.unlink()
-        for _ in range(3):  # a free port can be taken between asking and binding
-            port = free_port()
-            opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
-                    "-c shared_buffers=16MB -c max_connections=20")
-            res = _run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l",
-                        str(root / "server.log"), "-o", opts, "-w", "-t", "60", "start"])
-            started = res.returncode == 0
-            if started:
-                break
-        log = root / "server.log"
-        assert started, res.stderr[-1000:] + (log.read_text()[-2000:] if log.is_file() else "")
-        server = Postgres(port, root)
-        with server.connect("postgres") as con:
-            con.execute(f"CREATE DATABASE {DB}")
-        load_customers(server)
+    with pg_server.running() as server:
         yield server
-    finally:
-        if started:
-            stop = _run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                         "-t", "30", "stop"])
-            if stop.returncode != 0:
-                kill_postmaster(data)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def kill_postmaster(data: Path) -> None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        pid = int((data / "postmaster.pid").read_text().splitlines()[0])
-        os.kill(pid, 9)
-        for _ in range(50):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-
-
-def load_customers(server: Postgres) -> int:
-    """examples/churn/customers.csv as a typed table; blank cells are NULL."""
-    with (REPO / "examples/churn/customers.csv").open(newline="") as f:
-        rows = list(csv.reader(f))
-    header, body = rows[0], rows[1:]
-    assert header == list(COLUMNS), header
-    cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
-    with server.connect() as con:
-        con.execute(f"CREATE TABLE customers ({cols})")
-        with con.cursor() as cur, cur.copy(f"COPY customers ({', '.join(header)}) FROM STDIN") as cp:
-            for row in body:
-                cp.write_row([v if v != "" else None for v in row])
-        (count,) = con.execute("SELECT count(*) FROM customers").fetchone() or (0,)
-    assert count == len(body)
-    return count
 
 
 def files_holding(root: Path, needle: str, skip: tuple[str, ...] = ()) -> list[str]:
