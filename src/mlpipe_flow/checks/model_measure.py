@@ -45,7 +45,7 @@ from mlpipe_flow.checks.artifacts import ProbeError, feature_types, run_model
 from mlpipe_flow.checks.base import CheckContext
 from mlpipe_flow.state import file_sha256
 
-MEASURE_VERSION = "4"
+MEASURE_VERSION = "5"
 CV_FOLDS = 5
 CV_REPEATS = 3
 MAX_CV_ROWS = 20_000
@@ -53,6 +53,7 @@ MAX_REFIT_ROWS = 50_000
 IMPORTANCE_ROWS = 2_000
 IMPORTANCE_REPEATS = 5
 BOOTSTRAP = 200
+NOISE_RESAMPLES = 60  # bootstrap resamples of each fold: the sampling noise of a fold score
 LABEL = "__mlpipe_label__"
 REFITS = {"train_valid": ("train", "valid"), "train_valid_test": ("train", "valid", "test"),
           "train": ("train",)}
@@ -479,7 +480,34 @@ def _cv(got: dict[str, Any], truth: list[Any], folds: list[list[int]], metric: s
             "capped": len(truth) < dev_rows, "seed": seed, "scores": scores,
             "mean": statistics.fmean(flat), "std": statistics.fmean(stds),
             "sd_fold": math.sqrt(statistics.fmean(var1)) if var1 else 0.0,
+            "noise_sd": _fold_noise(got["repeats"][0], folds[0], t, metric, positive, seed),
             "fold_rows": len(truth) / CV_FOLDS, "seconds": got.get("seconds")}
+
+
+def _fold_noise(fold_outputs: list[dict[str, Any]], ids: list[int], truth: Any, metric: str,
+                positive: Any, seed: int) -> float:
+    """The spread a fold score has from the fold's finite rows alone: the std of the score over
+    NOISE_RESAMPLES bootstrap resamples of each fold's rows (the fold's predictions fixed),
+    root-mean-squared over the folds of the first repetition. A model whose fold scores vary
+    no more than this is as stable as the data lets anyone tell."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 7)
+    ids_a = np.asarray(ids)
+    variances = []
+    for j, res in enumerate(fold_outputs):
+        held = np.flatnonzero(ids_a == j)
+        outs = _Outputs(res.get("predictions"), res.get("probabilities"), res.get("classes"))
+        got = []
+        for _ in range(NOISE_RESAMPLES):
+            pick = rng.integers(0, len(held), len(held))
+            try:
+                got.append(outs.take(pick).score(metric, truth[held[pick]].tolist(), positive))
+            except ValueError:  # a resample with one class
+                continue
+        if len(got) > 1:
+            variances.append(statistics.variance(got))
+    return math.sqrt(statistics.fmean(variances)) if variances else 0.0
 
 
 __all__ = ["ScoreInputs", "goodness", "measure", "score_tolerance", "unit"]
