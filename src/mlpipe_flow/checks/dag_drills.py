@@ -129,8 +129,23 @@ def traffic(drill: Drill, params: DagDriftDrillParams
             rarest = train[c].value_counts().index[-1]
             shifted[c] = rarest
         how = f"{len(features)} categorical feature(s) set to their rarest value"
-    return (json.loads(calm.to_json(orient="records")),
-            json.loads(shifted.to_json(orient="records")), how)
+    return records_of(calm), records_of(shifted), how
+
+
+def records_of(frame: Any) -> list[dict[str, Any]]:
+    """The rows as JSON-able dicts with every float exact (pandas' to_json rounds to 10 digits,
+    or 15 at most: a value rounded in transit is another value, and a coded two-level feature
+    such as diabetes' `sex` would then "drift"); missing values as None."""
+    import pandas as pd
+
+    def plain(v: Any) -> Any:
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            return None
+        return v.item() if hasattr(v, "item") else v
+
+    cols = list(frame.columns)
+    return [{c: plain(v) for c, v in zip(cols, row, strict=True)}
+            for row in frame.itertuples(index=False, name=None)]
 
 
 def post(drill: Drill, params: DagDriftDrillParams, folder: Path, name: str,
