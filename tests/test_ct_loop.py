@@ -282,11 +282,15 @@ def canary_module(ws: Path) -> Any:
                                                   ws / "canary_deployment/canary.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
     sys.path.insert(0, str(ws))
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(ws))
+        # canary.py puts its project first on sys.path too: left there, every later import in
+        # this worker (a spawned child re-importing a test module's `conftest`) finds the
+        # workspace's files first
+        sys.path[:] = saved
     return module
 
 
