@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,10 @@ FAKE_AGENT = HERE / "fake_agent.py"
 # `mlpipe run` writes its HTML report at the end (about 1 s of CPU); only the tests that check
 # it (tests/test_report.py) ask for it, whatever the process or fixture scope
 os.environ.setdefault("MLPIPE_REPORT", "false")
+# Several tests end a child with SIGINT (Ctrl-C). A shell script's background job starts with
+# SIGINT ignored, and children inherit that: `make test &` would then leave them deaf to it.
+# A Python handler is reset to the default on exec, so every child starts able to take Ctrl-C.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 SEED_GATES = HERE / "fixtures" / "seed-gates"
 
 
