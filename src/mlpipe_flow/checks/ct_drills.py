@@ -73,8 +73,9 @@ def served_rule(p: DrillParams) -> str:
             f"{p.request_records:,} records and scores the answers (the answers, not `/health`, "
             f"tell models apart); se is the bootstrap standard error ({p.se_resamples:,} "
             "resamples) of the champion's served score, decisively worse is more than "
-            f"{p.decisive_se:g} se below it (a champion within {p.decisive_se:g} se of the "
-            "gate's dummy baseline makes the drill an error). Each run of a script has "
+            f"{p.decisive_se:g} se below it (a champion whose own answers, inverted as the "
+            f"drill inverts labels, score within {2 * p.decisive_se:g} se of it makes the drill "
+            "an error). Each run of a script has "
             f"{p.script_timeout_s:g} s.")
 
 
@@ -210,13 +211,27 @@ def run_drill(ctx: CheckContext, params: DrillParams, body: Callable[[Drill, dic
 # -- data the gate makes at gate time ----------------------------------------------------------
 def drill_data(drill: Drill, name: str, corrupt: bool) -> Path:
     """The labelled training rows (train + valid splits) in a fresh random order. With
-    `corrupt` every label is systematically wrong: classes rotated (for two classes: swapped),
-    a regression target reflected about its mean. A model trained on it learns the inverse of
-    the real relation and scores decisively below the champion whatever its family; shuffled
-    labels are not decisive (a model fitted to noise ranks along a random direction, which in
-    a few dozen features often correlates with the real one: AUC 0.71 against a champion's
-    0.83 was seen). Written outside the workspace copy."""
+    `corrupt` every label is systematically wrong (`Inversion`): classes rotated (for two
+    classes: swapped), a regression target reflected about its mean. A model trained on it
+    learns the inverse of the real relation and scores decisively below the champion whatever
+    its family; shuffled labels are not decisive (a model fitted to noise ranks along a random
+    direction, which in a few dozen features often correlates with the real one: AUC 0.71
+    against a champion's 0.83 was seen). Written outside the workspace copy."""
     import numpy as np
+
+    data = labelled_rows(drill)
+    rng = np.random.default_rng(drill.seed + len(name))
+    data = data.iloc[rng.permutation(len(data))].reset_index(drop=True)
+    if corrupt:
+        target = drill.spec["target"]
+        data[target] = Inversion.of(drill, data[target]).apply(data[target])
+    path = drill.root / "data" / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data.to_csv(path, index=False)
+    return path
+
+
+def labelled_rows(drill: Drill) -> Any:
     import pandas as pd
 
     target = drill.spec["target"]
@@ -225,23 +240,50 @@ def drill_data(drill: Drill, name: str, corrupt: bool) -> Path:
     data = pd.concat(frames, ignore_index=True)
     if target not in data.columns:
         raise DrillError(f"the training splits have no target column {target!r}")
-    rng = np.random.default_rng(drill.seed + len(name))
-    data = data.iloc[rng.permutation(len(data))].reset_index(drop=True)
-    if corrupt:
-        y = data[target]
+    return data
+
+
+@dataclass
+class Inversion:
+    """The drill's label corruption: a regression target reflected about `mean`, or each class
+    replaced by the next one (`rotate`), both taken from the training rows."""
+
+    mean: float | None = None
+    rotate: dict[Any, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, drill: Drill, y: Any) -> Inversion:
+        import pandas as pd
+
         if drill.spec.get("problem_type") == "regression":
-            num = pd.to_numeric(y, errors="coerce")
-            data[target] = 2 * num.mean() - num
-        else:
-            labels = sorted(y.dropna().unique().tolist(), key=metrics.label)
-            if len(labels) < 2:
-                raise DrillError(f"the training splits hold one class of {target!r}")
-            rotate = {a: labels[(i + 1) % len(labels)] for i, a in enumerate(labels)}
-            data[target] = y.map(rotate)
-    path = drill.root / "data" / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data.to_csv(path, index=False)
-    return path
+            return cls(mean=float(pd.to_numeric(y, errors="coerce").mean()))
+        labels = sorted(y.dropna().unique().tolist(), key=metrics.label)
+        if len(labels) < 2:
+            raise DrillError(f"the training splits hold one class of {drill.spec['target']!r}")
+        return cls(rotate={a: labels[(i + 1) % len(labels)] for i, a in enumerate(labels)})
+
+    def apply(self, y: Any) -> Any:
+        import pandas as pd
+
+        if self.mean is not None:
+            return 2 * self.mean - pd.to_numeric(y, errors="coerce")
+        return y.map(self.rotate)
+
+    def served(self, served: Served) -> tuple[list[Any], list[list[float]] | None, list[str] | None]:
+        """The served answers as a model that learnt the inverted labels would give them: the
+        predictions reflected or rotated, each class's probability moved to the class it
+        becomes."""
+        preds = list(served.predictions or [])
+        if self.mean is not None:
+            return [2 * self.mean - float(v) for v in preds], None, None
+        turn = {metrics.label(a): metrics.label(b) for a, b in self.rotate.items()}
+        moved = [turn.get(metrics.label(v), metrics.label(v)) for v in preds]
+        classes = served.classes
+        if served.probabilities is None or not classes:
+            return moved, None, classes
+        back = {turn.get(c, c): i for i, c in enumerate(classes)}  # new class -> old column
+        probs = [[row[back.get(c, i)] for i, c in enumerate(classes)] for row in served.probabilities]
+        return moved, probs, classes
 
 
 # -- the served state ------------------------------------------------------------------------
@@ -291,28 +333,6 @@ class Truth:
         chunk = drill.params.request_records
         self.bodies = [json.dumps({"records": self.records[i:i + chunk]}).encode()
                        for i in range(0, len(self.records), chunk)]
-
-    def baseline(self, drill: Drill) -> float:
-        """The gate's dummy baseline on the test split (as phase 3's gate fits it): the
-        training mean, the class prior, or the most frequent class of the train split."""
-        import pandas as pd
-        from sklearn.dummy import DummyClassifier, DummyRegressor
-
-        target = drill.spec["target"]
-        train = pd.read_csv(drill.ctx.workspace / drill.params.train[0], low_memory=False)
-        model: Any
-        if self.regression:
-            model, y = DummyRegressor(strategy="mean"), train[target]
-        else:
-            strategy = "prior" if self.metric in metrics.PROBA_METRICS else "most_frequent"
-            model, y = DummyClassifier(strategy=strategy), train[target].map(metrics.label)
-        x = train[self.features]
-        model.fit(x, y)
-        test = self.frame[self.features]
-        proba = model.predict_proba(test) if self.metric in metrics.PROBA_METRICS else None
-        classes = [str(c) for c in getattr(model, "classes_", [])] or None
-        return metrics.score(self.metric, self.truth, model.predict(test), proba, classes,
-                             self.positive)
 
     def outputs(self, body: Any) -> tuple[list[Any], list[list[float]] | None, list[str] | None]:
         """(predictions, probabilities, classes) from one /predict answer."""
@@ -558,17 +578,29 @@ def disagreement(served: Served, state: AliasState, regression: bool) -> float:
 
 
 def decisive_champion(drill: Drill, truth: Truth, champ: Served) -> float:
-    """The champion's standard error, after making sure the drill can tell better from worse:
-    the champion must lie more than `decisive_se` standard errors above the gate's baseline."""
+    """The champion's standard error, after making sure the drill can tell the models it trains
+    on inverted labels from the champion: the champion's own answers, inverted as the drill
+    inverts labels (`Inversion.served`, what a model that learnt the inverted relation serves),
+    must score more than 2 x `decisive_se` standard errors below the champion, so that a model
+    trained on inverted labels lands `decisive_se` below it with room for the training noise.
+    For a symmetric metric (ROC AUC: the inverted answers score 1 - AUC) this is the champion
+    lying `decisive_se` above chance; for RMSE on a small test split it is far less strict
+    than `decisive_se` above the dummy baseline, which 67 test rows cannot give a model that
+    beats the mean by a quarter (diabetes: 3.7 se)."""
     se = champ.se if champ.se is not None else float("nan")
     if math.isnan(se) or se <= 0:  # NaN or zero: resampling could not measure the noise
         se = 1e-9
-    base = truth.baseline(drill)
-    if worse_by(drill, base, champ.score) <= drill.params.decisive_se * se:
+    inv = Inversion.of(drill, labelled_rows(drill)[drill.spec["target"]])
+    try:
+        inverted = truth.score(*inv.served(champ))[0]
+    except (ValueError, TypeError) as e:
+        raise DrillError(f"the champion's answers cannot be scored inverted: {e}") from None
+    need = 2 * drill.params.decisive_se
+    if worse_by(drill, inverted, champ.score) <= need * se:
         raise DrillError(f"the served champion's {drill.metric} {champ.score:.4f} is within "
-                         f"{drill.params.decisive_se:g} standard errors ({se:.4f}) of the gate's "
-                         f"baseline {base:.4f}: a drill cannot tell a better model from a worse "
-                         "one on this test split")
+                         f"{need:g} standard errors ({se:.4f}) of its own answers inverted as "
+                         f"the drill inverts labels ({inverted:.4f}): a drill cannot tell a model "
+                         "trained on inverted labels from the champion on this test split")
     return se
 
 
