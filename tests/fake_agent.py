@@ -9,6 +9,8 @@ environment variables the tests set:
   FAKE_AGENT_EXIT=3             exit with this status after writing (a crashing agent)
   FAKE_AGENT_TAMPER=phase1:PATH append a line to PATH (workspace-relative or absolute) in that
                                 phase's first attempt: a file the agent may not touch
+  FAKE_AGENT_REMOVE=phase2:PATH delete PATH (workspace-relative) in every attempt at that phase:
+                                an earlier phase's output it breaks
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ def main() -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("a") as f:
             f.write("# changed by the agent\n")
+    remove = os.environ.get("FAKE_AGENT_REMOVE", "")
+    if remove.startswith(phase + ":"):
+        Path(remove.split(":", 1)[1]).unlink(missing_ok=True)
     print(f"fake agent: wrote the {phase} contract ({'complete' if ok else 'with a mistake'})")
     return int(os.environ.get("FAKE_AGENT_EXIT", "0"))
 

@@ -169,3 +169,39 @@ def test_an_edited_split_with_its_hash_rewritten_in_the_state_is_caught(mutant) 
 
     mutant.edit_json(".mlpipe/state.json", rewrite)
     mutant.assert_caught("phase3", "beats-baseline", "changed since the phase that made it passed")
+
+
+def test_an_earlier_phases_outputs_changed_by_a_later_attempt_are_judged_again(
+        ws: Path, csv_file: Path, _mlpipe_home: Path) -> None:
+    """Phase 2's attempt edits phase 1's spec: phase 1's gate runs again before phase 2's, and
+    its record then holds the edited file (what later gates compare with is what was judged)."""
+    res = mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws),
+                 "--json", env={"FAKE_AGENT_TAMPER": "phase2:ml-spec.yaml"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    kinds = [(e["event"], e.get("phase")) for e in events]
+    at = kinds.index(("phase_rechecking", "phase1"))
+    assert kinds.index(("phase_started", "phase2")) < at < kinds.index(("phase_continuing", "phase2"))
+    assert any(e["event"] == "warning" and "changed phase1's outputs (ml-spec.yaml)" in e["message"]
+               for e in events), kinds
+    state = json.loads((ws / ".mlpipe" / "state.json").read_text())
+    from mlpipe_flow.state import file_sha256
+
+    now_hash = file_sha256(ws / "ml-spec.yaml")
+    assert state["phases"][0]["output_hashes"]["ml-spec.yaml"] == now_hash
+    record = json.loads((_mlpipe_home / "records" / state["run_id"] / "phases" / "phase1.json")
+                        .read_text())
+    assert record["output_hashes"]["ml-spec.yaml"] == now_hash
+
+
+def test_a_later_attempt_that_breaks_an_earlier_phase_fails_with_that_phases_checks(
+        ws: Path, csv_file: Path) -> None:
+    res = mlpipe("run", "predict churn", "--data", str(csv_file), "-w", str(ws),
+                 env={"FAKE_AGENT_REMOVE": "phase2:ml-requirements.md"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "phase1-gate" in out and "phase1's gate no longer passes" in out, out
+    assert "ml-requirements.md" in out, out
+    state = json.loads((ws / ".mlpipe" / "state.json").read_text())
+    assert state["phases"][1]["status"] in ("stalled", "failed")
+    assert state["phases"][1]["failing_checks"] == ["phase1-gate"]

@@ -119,6 +119,8 @@ def render_lines(kind: str, f: dict[str, Any]) -> list[str]:
     if kind == "phase_rechecking":
         return ["", f"== {f['phase']}: {f['name']} ({f['progress_start']}-{f['progress_end']}%): "
                 "passed before; checking its gate again"]
+    if kind == "phase_continuing":
+        return ["", f"== {f['phase']}: {f['name']}: its own gate"]
     if kind == "phase_skipped":
         return [f"== {f['phase']}: skipped ({f['reason']}): progress {f['progress']}%"]
     if kind == "attempt_started":
@@ -240,7 +242,7 @@ class RichDisplay(NullDisplay):
             else:
                 line = escape(line)
             self.console.print(line, highlight=False)
-        if kind in ("phase_started", "phase_rechecking"):
+        if kind in ("phase_started", "phase_rechecking", "phase_continuing"):
             self.progress.update(self.task, description=f"{fields['phase']}: {fields['name']}")
         if kind in ("phase_started", "phase_passed", "phase_skipped", "run_started") and \
                 "progress" in fields:

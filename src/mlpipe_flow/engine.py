@@ -25,7 +25,7 @@ from mlpipe_flow.errors import MlpipeError, RunFailed, StateError, UsageError
 from mlpipe_flow.gate import run_gate
 from mlpipe_flow.integrity import Guard, tamper_report
 from mlpipe_flow.memory import NullMemory, open_run_memory, pattern_summary
-from mlpipe_flow.models import GateReport, Phase
+from mlpipe_flow.models import CheckResult, GateReport, Phase
 from mlpipe_flow.records import RunRecords
 from mlpipe_flow.runners import AgentResult, AgentTask, Runner, make_runner
 from mlpipe_flow.state import (
@@ -180,6 +180,7 @@ class Engine:
                           max_attempts=max_attempts, progress=self.state.progress)
         report: GateReport | None = None
         previous: list[tuple[str, str, str]] | None = None
+        earlier = self.earlier_outputs(phase)  # what this phase's attempts may not change unjudged
         for attempt in range(1, max_attempts + 1):
             cap, cap_reason = self.budget_left(phase, phase_spent)
             if cap is not None and cap <= 0:
@@ -214,8 +215,8 @@ class Engine:
                     phase.id, phase.gate, [self.shown(p) for p in tampered],
                     [self.shown(p) for p in lost])
                 self.display.emit("check", phase=phase.id, **report.checks[0].model_dump())
-            else:
-                report = self.run_gate(phase)
+            else:  # earlier phases' outputs it changed are judged again first (their gates)
+                report = self.recheck_earlier(phase, earlier) or self.run_gate(phase)
             atomic_write(run_dir / "gate.json", report.model_dump_json(indent=2))
             run_attempt = int(run_dir.name.rsplit("-", 1)[1])  # attempt-N, unique within the run
             self.memory.record_attempt(self.state, phase.id, run_attempt, prompt, result, report, run_dir)
@@ -360,6 +361,62 @@ class Engine:
             self.display.emit("warning", message=f"{phase.id}: its gate no longer passes; "
                               "running it again")
         return report.passed
+
+    def earlier_outputs(self, phase: Phase) -> dict[str, dict[str, str]]:
+        """The output hashes of the phases before `phase` that have passed, as they stand."""
+        assert self.state is not None
+        return {p.id: self.hash_outputs(p) for p in self.wf.phases[:self.wf.index(phase.id)]
+                if self.state.phase(p.id).status == "passed"}
+
+    def recheck_earlier(self, phase: Phase, before: dict[str, dict[str, str]]) -> GateReport | None:
+        """An attempt that changed the outputs of a phase that passed before it (a deployment
+        repair that retrains the model, say) has that phase's gate run again on them before its
+        own: what a later gate compares with (the model phase 3 passed with) is then what was
+        judged. `before`: those outputs' hashes when the phase started (a change made between
+        runs is the resume's to find), updated here once a gate has judged them again. None when
+        this phase's attempts changed none or every changed phase still passes (its record now
+        holds the new outputs); otherwise a failed report for this attempt naming what failed."""
+        assert self.state is not None
+        failed: list[CheckResult] = []
+        rechecked = False
+        for earlier in self.wf.phases[:self.wf.index(phase.id)]:
+            rec = self.state.phase(earlier.id)
+            if earlier.id not in before or rec.status != "passed":
+                continue
+            was, now_hashes = before[earlier.id], self.hash_outputs(earlier)
+            if now_hashes == was:
+                continue
+            changed = sorted(k for k in now_hashes.keys() | was.keys()
+                             if now_hashes.get(k) != was.get(k))
+            self.display.emit("warning", message=f"{phase.id}'s attempt changed {earlier.id}'s "
+                              f"outputs ({', '.join(changed[:5])}"
+                              + (f" +{len(changed) - 5} more" if len(changed) > 5 else "")
+                              + f"): {earlier.id}'s gate judges them again")
+            self.display.emit("phase_rechecking", phase=earlier.id, name=earlier.name,
+                              progress_start=earlier.progress_start,
+                              progress_end=earlier.progress_end)
+            report, rechecked = self.run_gate(earlier), True
+            if report.passed:
+                before[earlier.id] = rec.output_hashes = now_hashes
+                rec.finished_at = now()
+                self.records.save_phase(earlier.id, {"passed_at": rec.finished_at,
+                                                     "output_hashes": now_hashes,
+                                                     "report": report.model_dump()})
+                self.store.save(self.state)
+                continue
+            failed.append(CheckResult(
+                id=f"{earlier.id}-gate", name=f"{earlier.id}'s gate passes on the outputs this "
+                f"attempt changed", status="failed",
+                message=f"this attempt changed {earlier.id}'s outputs ({', '.join(changed[:5])}) "
+                f"and {earlier.id}'s gate no longer passes: "
+                + "; ".join(f"{c.id}: {c.message}" for c in report.failures)[:600],
+                evidence={"changed": changed,
+                          "failures": [c.model_dump() for c in report.failures]}))
+        if rechecked:  # the check lines that follow are this phase's again
+            self.display.emit("phase_continuing", phase=phase.id, name=phase.name)
+        if not failed:
+            return None
+        return GateReport(phase=phase.id, gate=phase.gate, passed=False, checks=failed)
 
     # -- memory -----------------------------------------------------------------------
     def recall_patterns(self, selected: list[Phase]) -> None:
