@@ -221,11 +221,8 @@ class Engine:
             run_attempt = int(run_dir.name.rsplit("-", 1)[1])  # attempt-N, unique within the run
             self.memory.record_attempt(self.state, phase.id, run_attempt, prompt, result, report, run_dir)
             if report.passed:
-                rec.status, rec.finished_at = "passed", now()
-                rec.output_hashes = self.hash_outputs(phase)
-                self.records.save_phase(phase.id, {"passed_at": rec.finished_at,
-                                                   "output_hashes": rec.output_hashes,
-                                                   "report": report.model_dump()})
+                rec.status = "passed"
+                self.record_pass(phase, rec, report, self.hash_outputs(phase))
                 self.memory.record_phase_passed(self.state, phase, run_attempt, self.ws, rec.output_hashes)
                 self.advance()
                 self.store.save(self.state)
@@ -362,6 +359,13 @@ class Engine:
                               "running it again")
         return report.passed
 
+    def record_pass(self, phase: Phase, rec: PhaseRecord, report: GateReport,
+                    hashes: dict[str, str]) -> None:
+        """A gate passed on these outputs: the state and mlpipe's records hold them."""
+        rec.finished_at, rec.output_hashes = now(), hashes
+        self.records.save_phase(phase.id, {"passed_at": rec.finished_at, "output_hashes": hashes,
+                                           "report": report.model_dump()})
+
     def earlier_outputs(self, phase: Phase) -> dict[str, dict[str, str]]:
         """The output hashes of the phases before `phase` that have passed, as they stand."""
         assert self.state is not None
@@ -379,10 +383,7 @@ class Engine:
         assert self.state is not None
         failed: list[CheckResult] = []
         rechecked = False
-        for earlier in self.wf.phases[:self.wf.index(phase.id)]:
-            rec = self.state.phase(earlier.id)
-            if earlier.id not in before or rec.status != "passed":
-                continue
+        for earlier in map(self.wf.phase, list(before)):  # passed when this phase started
             was, now_hashes = before[earlier.id], self.hash_outputs(earlier)
             if now_hashes == was:
                 continue
@@ -397,11 +398,8 @@ class Engine:
                               progress_end=earlier.progress_end)
             report, rechecked = self.run_gate(earlier), True
             if report.passed:
-                before[earlier.id] = rec.output_hashes = now_hashes
-                rec.finished_at = now()
-                self.records.save_phase(earlier.id, {"passed_at": rec.finished_at,
-                                                     "output_hashes": now_hashes,
-                                                     "report": report.model_dump()})
+                before[earlier.id] = now_hashes
+                self.record_pass(earlier, self.state.phase(earlier.id), report, now_hashes)
                 self.store.save(self.state)
                 continue
             failed.append(CheckResult(
